@@ -1,0 +1,125 @@
+// Differentiable ops as free functions. Each records a node on the tape when
+// grad mode is on and an input requires a gradient; the node saves only what
+// its backward needs. Shapes follow the kernels (kernels/<op>.h).
+#pragma once
+
+#include <functional>
+#include <utility>
+#include <vector>
+
+#include "autograd/autograd.h"
+
+namespace keel {
+
+// ---- views (autograd/views.cpp) ----
+Tensor reshape(const Tensor& x, const Shape& shape);
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
+Tensor expand(const Tensor& x, const Shape& shape);
+Tensor unsqueeze(const Tensor& x, int64_t dim);
+Tensor squeeze(const Tensor& x, int64_t dim);
+Tensor contiguous(const Tensor& x);
+Tensor to_dtype(const Tensor& x, DType dtype);  // gradient converted back
+
+// ---- elementwise with broadcasting (autograd/elementwise.cpp) ----
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor pow(const Tensor& a, const Tensor& b);
+Tensor pow(const Tensor& a, double exponent);
+Tensor maximum(const Tensor& a, const Tensor& b);
+Tensor minimum(const Tensor& a, const Tensor& b);
+Tensor add_scalar(const Tensor& a, double s);
+Tensor mul_scalar(const Tensor& a, double s);
+Tensor rsub_scalar(double s, const Tensor& a);  // s - a
+Tensor rdiv_scalar(double s, const Tensor& a);  // s / a
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor rsqrt(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor silu(const Tensor& x);
+Tensor softplus(const Tensor& x);
+Tensor gelu(const Tensor& x);       // exact (erf)
+Tensor gelu_tanh(const Tensor& x);  // tanh approximation (GPT-2)
+Tensor relu(const Tensor& x);
+Tensor abs(const Tensor& x);
+Tensor square(const Tensor& x);
+
+Tensor operator+(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a, const Tensor& b);
+Tensor operator*(const Tensor& a, const Tensor& b);
+Tensor operator/(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a);
+Tensor operator+(const Tensor& a, double s);
+Tensor operator-(const Tensor& a, double s);
+Tensor operator*(const Tensor& a, double s);
+Tensor operator/(const Tensor& a, double s);
+Tensor operator+(double s, const Tensor& a);
+Tensor operator-(double s, const Tensor& a);
+Tensor operator*(double s, const Tensor& a);
+Tensor operator/(double s, const Tensor& a);
+
+// ---- reductions (autograd/reduce.cpp); dims empty = all ----
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
+Tensor var(const Tensor& x, const std::vector<int64_t>& dims = {}, int64_t correction = 1,
+           bool keepdim = false);
+// (values, indices); the gradient flows to the selected element.
+std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor softmax(const Tensor& x, int64_t dim);
+Tensor log_softmax(const Tensor& x, int64_t dim);
+
+// ---- linear algebra (autograd/matmul.cpp) ----
+// (..., M, K) @ (..., K, N) -> (..., M, N); batch dims broadcast; 1-D operands
+// are promoted as in NumPy. Transposed views go to BLAS without a copy.
+Tensor matmul(const Tensor& a, const Tensor& b);
+// y = x @ w^T + b, with w (N, K) as nn.Linear stores it; bias may be undefined.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+
+// ---- indexing and joining (autograd/index.cpp) ----
+// weight (V, C), ids any shape of i32/i64 -> ids.shape + (C,)
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);
+std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim);
+Tensor stack(const std::vector<Tensor>& xs, int64_t dim);
+
+// ---- fused normalisation (autograd/norm.cpp); over the last dim ----
+Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
+Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
+
+// ---- losses (autograd/loss.cpp) ----
+// logits (N, V) (or (..., V)), targets (N) i32/i64. Mean over non-ignored rows.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
+                     double label_smoothing = 0.0);
+
+// ---- dropout (autograd/dropout.cpp): mask from the Philox stream ----
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
+Tensor dropout(const Tensor& x, double p, bool training);  // default generator
+
+// ---- attention (autograd/attention.cpp) ----
+// q, k, v (B, H, T, D) -> (out (B, H, T, D), lse (B, H, T) f32).
+// scale defaults to 1/sqrt(D) when <= 0.
+std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    bool causal, double scale = 0.0);
+
+// ---- depthwise causal conv1d (autograd/conv1d.cpp) ----
+// x (B, C, T), weight (C, K), bias (C) or undefined:
+// y[b,c,t] = bias[c] + sum_k weight[c,k] * x[b,c,t-(K-1)+k]   (zero padded on the left)
+Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---- activation recomputation (autograd/checkpoint.cpp) ----
+// Runs fn without keeping its intermediates; backward reruns fn (with the
+// same random stream position) to rebuild them. Parameters fn uses get
+// their gradients as usual.
+using CheckpointFn = std::function<std::vector<Tensor>(const std::vector<Tensor>&)>;
+std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs);
+
+}  // namespace keel

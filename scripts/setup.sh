@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of keel from Debian's archive.
+# Idempotent and quiet: packages already present are skipped.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git
+  openmpi-bin libopenmpi-dev          # MPI for host collectives and mpirun
+  libhdf5-openmpi-dev hdf5-tools      # parallel HDF5 (MPI-IO) checkpoints
+  protobuf-compiler libprotobuf-dev   # config schema (text format)
+  libgtest-dev libgmock-dev           # tests
+  libopenblas-openmp-dev              # BLAS sharing keel's OpenMP thread pool
+  bible-kjv                           # the quickstart's training text
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
