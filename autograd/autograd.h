@@ -109,8 +109,10 @@ bool any_requires_grad(const std::vector<Tensor>& inputs);
 // Records `outputs` as produced from `inputs` (inputs that need no gradient
 // may be undefined). `fn` must capture only what backward needs, and outputs
 // only detached (t.detach()), so the graph holds no cycles.
+// `always` records even when no input requires a gradient (while grad mode
+// is on), for nodes whose backward reaches parameters by other paths.
 void record(const char* name, const std::vector<Tensor>& inputs,
-            const std::vector<Tensor>& outputs, BackwardFn fn);
+            const std::vector<Tensor>& outputs, BackwardFn fn, bool always = false);
 
 // Runs backward from several roots at once.
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,

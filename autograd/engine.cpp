@@ -106,8 +106,8 @@ bool any_requires_grad(const std::vector<Tensor>& inputs) {
 }
 
 void record(const char* name, const std::vector<Tensor>& inputs,
-            const std::vector<Tensor>& outputs, BackwardFn fn) {
-  if (!any_requires_grad(inputs)) return;
+            const std::vector<Tensor>& outputs, BackwardFn fn, bool always) {
+  if (always ? !t_grad_enabled : !any_requires_grad(inputs)) return;
   std::vector<TensorMeta> out_meta, in_meta;
   for (const Tensor& o : outputs) out_meta.push_back(TensorMeta::of(o));
   for (const Tensor& i : inputs) in_meta.push_back(i.defined() ? TensorMeta::of(i) : TensorMeta{});
