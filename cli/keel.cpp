@@ -1,0 +1,248 @@
+// The keel command: train, prepare, generate, eval, inspect.
+//
+//   keel prepare --tokenizer byte|gpt2 --out DIR [--val-fraction F] [--shard-tokens N] FILE...
+//   keel train CONFIG [--set field=value]... [--resume PATH|auto] [--stop-after N]
+//   keel eval CHECKPOINT|DIR [--batches N] [--set field=value]...
+//   keel generate CHECKPOINT|DIR --prompt TEXT [--tokens N] [--temperature T] [--top-k K] [--seed S]
+//   keel inspect CHECKPOINT
+#include <mpi.h>
+
+#include <cstdio>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "recipes/recipe.h"
+#include "trainer/checkpoint.h"
+#include "trainer/shard.h"
+#include "trainer/tokenizer.h"
+
+namespace {
+
+using namespace keel;
+
+constexpr const char* kUsage = R"(usage: keel <command> [options]
+
+commands:
+  prepare   --tokenizer byte|gpt2 --out DIR [--val-fraction F] [--shard-tokens N] FILE...
+            tokenise text files into token shards (train_*.bin, val_*.bin)
+  train     CONFIG [--set field=value]... [--resume PATH|auto] [--stop-after N]
+            train the model a .pbtxt config describes
+  eval      CHECKPOINT|DIR [--batches N] [--set field=value]...
+            validation loss of a checkpoint
+  generate  CHECKPOINT|DIR --prompt TEXT [--tokens N] [--temperature T] [--top-k K] [--seed S]
+            sample text from a checkpoint
+  inspect   CHECKPOINT
+            list a checkpoint's tensors, shapes and metadata
+)";
+
+// Options: --name value pairs (repeatable) and positional arguments.
+struct Args {
+  std::vector<std::string> positional;
+  std::multimap<std::string, std::string> options;
+
+  std::string get(const std::string& name, const std::string& fallback = "") const {
+    auto it = options.find(name);
+    return it == options.end() ? fallback : it->second;
+  }
+  std::vector<std::string> all(const std::string& name) const {
+    std::vector<std::string> out;
+    for (auto [a, b] = options.equal_range(name); a != b; ++a) out.push_back(a->second);
+    return out;
+  }
+  double number(const std::string& name, double fallback) const {
+    std::string v = get(name);
+    if (v.empty()) return fallback;
+    try {
+      size_t used = 0;
+      double d = std::stod(v, &used);
+      KEEL_CHECK(used == v.size(), "");
+      return d;
+    } catch (const std::exception&) {
+      KEEL_FAIL("option --", name, " expects a number, got '", v, "'");
+    }
+  }
+};
+
+Args parse_args(int argc, char** argv, int first, const std::vector<std::string>& known) {
+  Args a;
+  for (int i = first; i < argc; ++i) {
+    std::string s = argv[i];
+    if (s.rfind("--", 0) == 0) {
+      std::string name = s.substr(2);
+      std::string value;
+      auto eq = name.find('=');
+      if (eq != std::string::npos && name != "set") {
+        value = name.substr(eq + 1);
+        name = name.substr(0, eq);
+      } else {
+        KEEL_CHECK(i + 1 < argc, "option --", name, " needs a value");
+        value = argv[++i];
+      }
+      bool ok = false;
+      for (const auto& k : known) ok = ok || k == name;
+      KEEL_CHECK(ok, "unknown option --", name);
+      a.options.emplace(name, value);
+    } else {
+      a.positional.push_back(s);
+    }
+  }
+  return a;
+}
+
+int64_t shard_vocab(const config::Config& cfg) {
+  KEEL_CHECK(cfg.data().train_files_size() > 0, "config: data.train_files is missing");
+  TokenShard shard(cfg.data().train_files(0));
+  return shard.vocab_size();
+}
+
+std::string assets_dir(const config::Config& cfg) {
+  return cfg.data().assets_dir().empty() ? default_assets_dir() : cfg.data().assets_dir();
+}
+
+int cmd_prepare(const Args& a) {
+  KEEL_CHECK(!a.positional.empty(), "prepare: no input text files given");
+  std::string out = a.get("out");
+  KEEL_CHECK(!out.empty(), "prepare: --out DIR is required");
+  auto tok = make_tokenizer(a.get("tokenizer", "gpt2"), a.get("assets", default_assets_dir()));
+  PrepareSummary s = prepare_shards(a.positional, *tok, out, a.number("val-fraction", 0.01),
+                                    int64_t(a.number("shard-tokens", 100e6)));
+  std::cout << "prepared " << s.documents << " documents (" << s.bytes << " bytes) with "
+            << tok->id() << ": " << s.train_tokens << " train tokens in "
+            << s.train_files.size() << " shard(s), " << s.val_tokens << " validation tokens"
+            << (s.val_file.empty() ? "" : " in " + s.val_file) << "\n";
+  return 0;
+}
+
+int cmd_train(const Args& a) {
+  KEEL_CHECK(a.positional.size() == 1, "train: expected one CONFIG file");
+  std::vector<std::string> sets = a.all("set");
+  config::Config cfg = trainer::load_config(a.positional[0], sets);
+  trainer::validate_config(cfg);
+  recipes::Recipe r = recipes::make_recipe(cfg, shard_vocab(cfg));
+  std::cout << "model: " << cfg.model().family() << ", " << r.module->num_parameters()
+            << " parameters\n";
+  trainer::TrainOptions opt;
+  opt.resume = a.get("resume");
+  opt.stop_after = int64_t(a.number("stop-after", -1));
+  trainer::TrainResult res = trainer::train(cfg, *r.module, r.loss, opt);
+  if (!res.losses.empty())
+    std::cout << "trained steps " << res.start_step + 1 << ".." << res.end_step
+              << ": loss " << res.losses.front() << " -> " << res.losses.back() << "\n";
+  return 0;
+}
+
+// Loads a checkpoint's config, model and weights.
+struct Loaded {
+  config::Config cfg;
+  recipes::Recipe recipe;
+  std::string path;
+};
+
+Loaded load_model(const std::string& where, const std::vector<std::string>& sets) {
+  Loaded l;
+  l.path = trainer::resolve_checkpoint(where);
+  l.cfg = trainer::checkpoint_config(l.path);
+  for (const auto& s : sets) trainer::apply_override(l.cfg, s);
+  // The vocabulary is fixed by the checkpoint's own embedding; the shards may be gone.
+  int64_t vocab = l.cfg.model().vocab_size();
+  if (vocab <= 0) vocab = make_tokenizer(l.cfg.data().tokenizer(), assets_dir(l.cfg))->vocab_size();
+  l.recipe = recipes::make_recipe(l.cfg, vocab);
+  trainer::CheckpointData ck;
+  ck.model = l.recipe.module->state_dict();
+  trainer::load_checkpoint(l.path, ck);
+  l.recipe.module->eval();
+  return l;
+}
+
+int cmd_generate(const Args& a) {
+  KEEL_CHECK(a.positional.size() == 1, "generate: expected one CHECKPOINT (file or directory)");
+  Loaded l = load_model(a.positional[0], {});
+  auto tok = make_tokenizer(l.cfg.data().tokenizer(), assets_dir(l.cfg));
+  gpt::SampleOptions o;
+  o.max_new_tokens = int64_t(a.number("tokens", 200));
+  o.temperature = a.number("temperature", 0.8);
+  o.top_k = int64_t(a.number("top-k", 40));
+  o.seed = uint64_t(a.number("seed", 0));
+  if (tok->eot_id()) o.stop_token = *tok->eot_id();
+  std::string prompt = a.get("prompt", "\n");
+  std::vector<int32_t> ids = l.recipe.generate(tok->encode(prompt), o);
+  std::cout << "--- sample from " << l.path << " ---\n" << tok->decode(ids) << "\n";
+  return 0;
+}
+
+int cmd_eval(const Args& a) {
+  KEEL_CHECK(a.positional.size() == 1, "eval: expected one CHECKPOINT (file or directory)");
+  Loaded l = load_model(a.positional[0], a.all("set"));
+  int64_t batches = int64_t(a.number("batches", double(l.cfg.train().eval_batches())));
+  double loss = trainer::evaluate(l.cfg, *l.recipe.module, l.recipe.loss, batches);
+  std::cout << "val loss " << std::setprecision(6) << loss << " over " << batches
+            << " batches (" << l.path << ")\n";
+  return 0;
+}
+
+int cmd_inspect(const Args& a) {
+  KEEL_CHECK(a.positional.size() == 1, "inspect: expected one CHECKPOINT");
+  int64_t params = 0;
+  for (const auto& t : trainer::list_checkpoint(a.positional[0])) {
+    if (t.kind == trainer::TensorInfo::Kind::kTensor) {
+      std::cout << std::left << std::setw(48) << t.name << " " << dtype_name(t.dtype) << " "
+                << shape_str(t.shape) << "\n";
+      if (t.name.rfind("/model/", 0) == 0) params += shape_numel(t.shape);
+    } else {
+      std::cout << std::left << std::setw(48) << t.name << " ";
+      if (t.value.find('\n') != std::string::npos)
+        std::cout << "(" << t.value.size() << " bytes of text)\n";
+      else
+        std::cout << t.value << "\n";
+    }
+  }
+  std::cout << "model parameters: " << params << "\n";
+  return 0;
+}
+
+int run(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  std::string cmd = argv[1];
+  if (cmd == "prepare")
+    return cmd_prepare(parse_args(argc, argv, 2, {"tokenizer", "out", "val-fraction", "shard-tokens", "assets"}));
+  if (cmd == "train") return cmd_train(parse_args(argc, argv, 2, {"set", "resume", "stop-after"}));
+  if (cmd == "generate")
+    return cmd_generate(parse_args(argc, argv, 2, {"prompt", "tokens", "temperature", "top-k", "seed"}));
+  if (cmd == "eval") return cmd_eval(parse_args(argc, argv, 2, {"batches", "set"}));
+  if (cmd == "inspect") return cmd_inspect(parse_args(argc, argv, 2, {}));
+  std::cerr << "keel: unknown command '" << cmd << "'\n" << kUsage;
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  keel::set_error_rank(rank);
+  int code = 0;
+  try {
+    code = run(argc, argv);
+  } catch (const keel::Error& e) {
+    std::cerr << "keel: error: " << e.what() << "\n";
+    code = 1;
+  } catch (const std::exception& e) {
+    std::cerr << "keel: internal error: " << e.what() << "\n";
+    code = 3;
+  }
+  if (code != 0) {
+    int size = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    // One failing rank must not leave the others waiting in a collective.
+    if (size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  }
+  MPI_Finalize();
+  return code;
+}

@@ -1,0 +1,25 @@
+// Fused optimizer kernels: one AdamW pass per parameter (gradient scaling
+// for clipping, moment updates, bias correction, decoupled weight decay and
+// the parameter write in a single sweep), and a sum of squares for the
+// global gradient norm.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace keel::kernels {
+
+struct AdamWStep {
+  double lr = 0;
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  double weight_decay = 0;  // applied as p -= lr * wd * p (decoupled)
+  int64_t step = 1;         // 1-based, for bias correction
+  double grad_scale = 1.0;  // clipping coefficient folded into the pass
+};
+
+// param f32/bf16/f16; grad same shape (any float dtype); m, v f32 moments.
+void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWStep& hp);
+
+// sum(x^2) accumulated in double.
+double sum_squares(const Tensor& x);
+
+}  // namespace keel::kernels

@@ -1,0 +1,36 @@
+// Fused cross-entropy over the last dim of logits (..., V), with targets of
+// the leading shape (i32 or i64). Rows whose target equals ignore_index
+// contribute nothing. With label smoothing eps the per-row loss is
+//   (1 - eps) * -log p[target] + eps * mean_v(-log p[v])
+//   = lse - (1 - eps) * x[target] - eps * mean_v(x[v]),
+// and the result is the mean over non-ignored rows (a 0-dim f32 tensor).
+// When every row is ignored the loss is 0 and the gradient is all zeros
+// (PyTorch returns NaN there; a padded-out batch should not poison training).
+// The forward finds each row's max and log-sum-exp in two passes and keeps
+// only lse (f32, one per row); the softmax is never materialised. The
+// backward rebuilds softmax from lse in one pass per row. Math is in f32.
+// A non-contiguous logits or targets tensor is copied to a contiguous one.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace keel::kernels {
+
+struct CrossEntropyOut {
+  Tensor loss;          // () f32
+  Tensor lse;           // logits' leading dims, f32: logsumexp of each row
+  int64_t n_valid = 0;  // rows whose target is not ignore_index
+};
+
+// A target outside [0, V) that is not ignore_index is a keel::Error naming
+// the row, the value and V.
+CrossEntropyOut cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                              double label_smoothing);
+
+// dlogits = (softmax - smoothed one-hot) * dloss / n_valid on valid rows, 0
+// on ignored rows; dloss is the 0-dim gradient of the loss.
+Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const Tensor& targets,
+                              const Tensor& lse, int64_t n_valid, int64_t ignore_index,
+                              double label_smoothing);
+
+}  // namespace keel::kernels

@@ -1,0 +1,29 @@
+#include "nn/attention.h"
+
+namespace keel::nn {
+
+CausalSelfAttention::CausalSelfAttention(int64_t dim, int64_t heads, bool bias, double dropout_p,
+                                         Generator& gen, double init_std, double proj_init_std)
+    : dim_(dim), heads_(heads) {
+  KEEL_CHECK(heads > 0 && dim % heads == 0, "attention: width ", dim,
+             " is not divisible by the head count ", heads);
+  qkv = register_module("qkv", std::make_shared<Linear>(dim, 3 * dim, bias, gen, init_std));
+  proj = register_module("proj", std::make_shared<Linear>(dim, dim, bias, gen, proj_init_std));
+  resid_dropout = register_module("resid_dropout", std::make_shared<Dropout>(dropout_p));
+}
+
+Tensor CausalSelfAttention::forward(const Tensor& x) const {
+  KEEL_CHECK(x.dim() == 3 && x.size(2) == dim_, "attention: expected input (B, T, ", dim_,
+             "), got ", x.describe());
+  const int64_t B = x.size(0), T = x.size(1), H = heads_, D = dim_ / heads_;
+  Tensor qkv_out = qkv->forward(x);  // (B, T, 3C)
+  std::vector<Tensor> parts = split(qkv_out, {dim_, dim_, dim_}, 2);
+  auto heads = [&](const Tensor& t) {  // (B, T, C) -> (B, H, T, D), a view
+    return transpose(reshape(t, {B, T, H, D}), 1, 2);
+  };
+  auto [y, lse] = attention(heads(parts[0]), heads(parts[1]), heads(parts[2]), /*causal=*/true);
+  Tensor merged = reshape(contiguous(transpose(y, 1, 2)), {B, T, dim_});  // (B, T, C)
+  return resid_dropout->forward(proj->forward(merged));
+}
+
+}  // namespace keel::nn

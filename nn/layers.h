@@ -1,0 +1,65 @@
+// Basic layers: Linear, Embedding, LayerNorm, RMSNorm, Dropout, and the
+// GELU MLP. Each owns its parameters and runs the fused ops of autograd/.
+#pragma once
+
+#include "nn/module.h"
+
+namespace keel::nn {
+
+// y = x W^T + b, W (out, in) as Megatron and PyTorch store it.
+class Linear : public Module {
+ public:
+  Linear(int64_t in, int64_t out, bool bias, Generator& gen, double init_std = 0.02);
+  Tensor forward(const Tensor& x) const { return linear(x, weight, bias); }
+  Tensor weight;  // (out, in)
+  Tensor bias;    // (out) or undefined
+};
+
+class Embedding : public Module {
+ public:
+  Embedding(int64_t num, int64_t dim, Generator& gen, double init_std = 0.02);
+  Tensor forward(const Tensor& ids) const { return embedding(weight, ids); }
+  Tensor weight;  // (num, dim)
+};
+
+class LayerNorm : public Module {
+ public:
+  explicit LayerNorm(int64_t dim, bool bias = true, double eps = 1e-5);
+  Tensor forward(const Tensor& x) const { return layernorm(x, weight, bias, eps_); }
+  Tensor weight;  // (dim) ones
+  Tensor bias;    // (dim) zeros, or undefined
+
+ private:
+  double eps_;
+};
+
+class RMSNorm : public Module {
+ public:
+  explicit RMSNorm(int64_t dim, double eps = 1e-6);
+  Tensor forward(const Tensor& x) const { return rmsnorm(x, weight, eps_); }
+  Tensor weight;  // (dim) ones
+
+ private:
+  double eps_;
+};
+
+// Draws its mask from the default generator, so checkpointed blocks replay it.
+class Dropout : public Module {
+ public:
+  explicit Dropout(double p) : p_(p) {}
+  Tensor forward(const Tensor& x) const { return dropout(x, p_, is_training()); }
+
+ private:
+  double p_;
+};
+
+// fc (C -> hidden), GELU (tanh approximation, as GPT-2), proj (hidden -> C).
+class MLP : public Module {
+ public:
+  MLP(int64_t dim, int64_t hidden, bool bias, Generator& gen, double init_std,
+      double proj_init_std);
+  Tensor forward(const Tensor& x) const { return proj->forward(gelu_tanh(fc->forward(x))); }
+  std::shared_ptr<Linear> fc, proj;
+};
+
+}  // namespace keel::nn

@@ -1,0 +1,84 @@
+// Module: named parameters and buffers, child modules, train/eval mode and a
+// state dict with stable dotted names ("blocks.3.attn.qkv.weight"). Names
+// follow registration order, so every rank and every run lists them alike.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "autograd/ops.h"
+
+namespace keel::nn {
+
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  NamedTensors named_parameters() const;
+  // Names of the parameters registered with weight decay (matrices of
+  // Linear layers; not norms, biases or embeddings).
+  std::vector<std::string> decayed_parameter_names() const;
+  std::vector<Tensor> parameters() const;
+  NamedTensors named_buffers() const;
+  // Parameters then buffers.
+  NamedTensors state_dict() const;
+  // Copies every tensor of `state` into the module's tensor of the same name.
+  // A missing or extra name, or a shape mismatch, is a keel::Error naming it.
+  void load_state_dict(const NamedTensors& state);
+  int64_t num_parameters() const;
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+  void zero_grad();
+
+ protected:
+  // Registers a leaf that requires grad; returns the same handle.
+  Tensor register_parameter(const std::string& name, Tensor t, bool weight_decay = false);
+  Tensor register_buffer(const std::string& name, Tensor t);
+  template <typename M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    check_name(name);
+    children_.emplace_back(name, m);
+    return m;
+  }
+
+ private:
+  void check_name(const std::string& name) const;
+  void collect(const std::string& prefix, bool params, NamedTensors& out) const;
+  void collect_decayed(const std::string& prefix, std::vector<std::string>& out) const;
+
+  NamedTensors params_;
+  std::vector<std::string> decayed_;
+  NamedTensors buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  bool training_ = true;
+};
+
+// A list of modules named "0", "1", ...
+template <typename M>
+class ModuleList : public Module {
+ public:
+  void push_back(std::shared_ptr<M> m) {
+    items_.push_back(register_module(std::to_string(items_.size()), std::move(m)));
+  }
+  size_t size() const { return items_.size(); }
+  M& operator[](size_t i) const { return *items_[i]; }
+  auto begin() const { return items_.begin(); }
+  auto end() const { return items_.end(); }
+
+ private:
+  std::vector<std::shared_ptr<M>> items_;
+};
+
+// Normal(0, std) init drawn from `gen` (Philox: identical on every rank).
+Tensor init_normal(const Shape& shape, double std, Generator& gen);
+
+}  // namespace keel::nn

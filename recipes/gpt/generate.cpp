@@ -1,0 +1,55 @@
+#include "recipes/gpt/generate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace keel::gpt {
+
+int32_t sample_from_logits(const std::vector<float>& logits, double temperature, int64_t top_k,
+                           double u) {
+  KEEL_CHECK(!logits.empty(), "sample: empty logits");
+  if (temperature <= 0)
+    return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  std::vector<int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  size_t k = top_k > 0 ? std::min<size_t>(size_t(top_k), logits.size()) : logits.size();
+  std::partial_sort(order.begin(), order.begin() + long(k), order.end(),
+                    [&](int32_t a, int32_t b) { return logits[size_t(a)] > logits[size_t(b)]; });
+  const double top = logits[size_t(order[0])];
+  std::vector<double> p(k);
+  double total = 0;
+  for (size_t i = 0; i < k; ++i) {
+    p[i] = std::exp((double(logits[size_t(order[i])]) - top) / temperature);
+    total += p[i];
+  }
+  double target = u * total, acc = 0;
+  for (size_t i = 0; i < k; ++i) {
+    acc += p[i];
+    if (target < acc) return order[i];
+  }
+  return order[k - 1];
+}
+
+std::vector<int32_t> generate(const GPT& model, std::vector<int32_t> ids, const SampleOptions& opt) {
+  KEEL_CHECK(!ids.empty(), "generate: the prompt encodes to no tokens");
+  NoGradGuard no_grad;
+  Generator gen(opt.seed);
+  const int64_t block = model.config().block_size;
+  for (int64_t n = 0; n < opt.max_new_tokens; ++n) {
+    const int64_t start = std::max<int64_t>(0, int64_t(ids.size()) - block);
+    std::vector<int32_t> window(ids.begin() + start, ids.end());
+    Tensor x = from_vector<int32_t>(window, {1, int64_t(window.size())});  // (1, T)
+    Tensor logits = model.forward(x);                                      // (1, T, V)
+    std::vector<float> last =
+        logits.select(1, logits.size(1) - 1).to_vector<float>();  // (V)
+    const uint64_t off = gen.next_offset();
+    double u = 1.0 - double(philox_uniform_at(gen.seed(), off, 0));  // [0, 1)
+    int32_t next = sample_from_logits(last, opt.temperature, opt.top_k, u);
+    ids.push_back(next);
+    if (opt.stop_token >= 0 && next == opt.stop_token) break;
+  }
+  return ids;
+}
+
+}  // namespace keel::gpt

@@ -1,0 +1,28 @@
+// Autoregressive sampling from a GPT: temperature and top-k, with draws from
+// a Philox generator so a (seed, prompt) pair always gives the same text.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "recipes/gpt/gpt.h"
+
+namespace keel::gpt {
+
+struct SampleOptions {
+  int64_t max_new_tokens = 200;
+  double temperature = 1.0;  // 0: greedy
+  int64_t top_k = 0;         // 0: the whole vocabulary
+  uint64_t seed = 0;
+  int64_t stop_token = -1;   // stop after emitting this id (e.g. end of text)
+};
+
+// Returns prompt + sampled ids. The context is cut to the model's block size.
+std::vector<int32_t> generate(const GPT& model, std::vector<int32_t> prompt,
+                              const SampleOptions& opt);
+
+// Picks an id from logits (V) with temperature and top-k, using uniform u in [0, 1).
+int32_t sample_from_logits(const std::vector<float>& logits, double temperature, int64_t top_k,
+                           double u);
+
+}  // namespace keel::gpt

@@ -1,0 +1,57 @@
+// The GPT recipe: GPT-2's architecture (learned positions, pre-LN blocks,
+// GELU-tanh MLP, input and output embeddings tied, residual projections
+// initialised with std 0.02 / sqrt(2 L)) at any size.
+#pragma once
+
+#include <string>
+
+#include "nn/attention.h"
+#include "nn/layers.h"
+
+namespace keel::gpt {
+
+struct GptConfig {
+  int64_t vocab_size = 50257;
+  int64_t padded_vocab_size = 0;  // 0: vocab_size rounded up to a multiple of 128
+  int64_t block_size = 1024;      // longest context (learned positions)
+  int64_t n_layer = 12;
+  int64_t n_head = 12;
+  int64_t n_embd = 768;
+  double dropout = 0.0;
+  bool bias = true;
+  double init_std = 0.02;
+  bool checkpoint_activations = false;  // recompute each block in backward
+
+  int64_t padded_vocab() const;
+  void validate() const;  // keel::Error naming the bad field
+};
+
+class Block : public nn::Module {
+ public:
+  Block(const GptConfig& cfg, Generator& gen);
+  Tensor forward(const Tensor& x) const;  // (B, T, C) -> (B, T, C)
+  std::shared_ptr<nn::LayerNorm> ln_1, ln_2;
+  std::shared_ptr<nn::CausalSelfAttention> attn;
+  std::shared_ptr<nn::MLP> mlp;
+};
+
+class GPT : public nn::Module {
+ public:
+  // Weights are drawn from a generator seeded with `seed`, in registration order.
+  GPT(const GptConfig& cfg, uint64_t seed);
+  // ids (B, T) -> logits (B, T, V) over the real vocabulary (padding cut off).
+  Tensor forward(const Tensor& ids) const;
+  // Mean next-token cross-entropy of ids (B, T) against targets (B, T).
+  Tensor loss(const Tensor& ids, const Tensor& targets) const;
+  const GptConfig& config() const { return cfg_; }
+
+  std::shared_ptr<nn::Embedding> wte, wpe;
+  std::shared_ptr<nn::ModuleList<Block>> blocks;
+  std::shared_ptr<nn::LayerNorm> ln_f;
+
+ private:
+  Tensor hidden(const Tensor& ids) const;  // (B, T, C) after ln_f
+  GptConfig cfg_;
+};
+
+}  // namespace keel::gpt

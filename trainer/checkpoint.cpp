@@ -1,0 +1,764 @@
+// HDF5 checkpoints through the HDF5 C API. Every handle lives in an RAII
+// wrapper, HDF5's own error printing is silenced while we work, and every
+// failing call becomes a keel::Error naming the file, the object and HDF5's
+// innermost complaint.
+//
+// Parallel HDF5 (issue 4) slots in at three marked places: the file access
+// property list (MPI-IO driver), the transfer property list (collective
+// writes) and the rename (rank 0 after a barrier). Tensor I/O already goes
+// through write_tensor_slab / read_tensor_slab, which take the full logical
+// shape and the (offset, count) slab this process holds.
+#include "trainer/checkpoint.h"
+
+#include <fcntl.h>
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <regex>
+#include <set>
+
+namespace keel::trainer {
+namespace {
+
+namespace fs = std::filesystem;
+
+// ---- HDF5 plumbing -----------------------------------------------------------
+
+// Silences HDF5's automatic error printing for the lifetime of the guard; we
+// report failures ourselves and restore whatever handler was installed.
+class QuietHdf5Errors {
+ public:
+  QuietHdf5Errors() {
+    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  }
+  ~QuietHdf5Errors() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
+  QuietHdf5Errors(const QuietHdf5Errors&) = delete;
+  QuietHdf5Errors& operator=(const QuietHdf5Errors&) = delete;
+
+ private:
+  H5E_auto2_t func_ = nullptr;
+  void* data_ = nullptr;
+};
+
+herr_t collect_error(unsigned n, const H5E_error2_t* err, void* out) {
+  auto* descs = static_cast<std::vector<std::string>*>(out);
+  if (n < 3 && err->desc != nullptr && err->desc[0] != '\0') descs->emplace_back(err->desc);
+  return 0;
+}
+
+// HDF5's most specific error descriptions, then the stack is cleared so the
+// next failure starts clean.
+std::string hdf5_detail() {
+  std::vector<std::string> descs;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, collect_error, &descs);
+  H5Eclear2(H5E_DEFAULT);
+  if (descs.empty()) return "";
+  std::string out = " (HDF5: ";
+  for (size_t i = 0; i < descs.size(); ++i) out += (i ? "; " : "") + descs[i];
+  return out + ")";
+}
+
+class Handle {
+ public:
+  using Closer = herr_t (*)(hid_t);
+  Handle() = default;
+  Handle(hid_t id, Closer closer) : id_(id), closer_(closer) {}
+  Handle(Handle&& o) noexcept : id_(o.id_), closer_(o.closer_) { o.id_ = -1; }
+  Handle& operator=(Handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = o.id_;
+      closer_ = o.closer_;
+      o.id_ = -1;
+    }
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  ~Handle() { reset(); }
+
+  hid_t get() const { return id_; }
+  // Closes now and reports whether HDF5 succeeded (closing a file flushes it).
+  bool close() {
+    herr_t rc = id_ >= 0 ? closer_(id_) : 0;
+    id_ = -1;
+    return rc >= 0;
+  }
+
+ private:
+  void reset() {
+    if (id_ >= 0) closer_(id_);
+    id_ = -1;
+  }
+  hid_t id_ = -1;
+  Closer closer_ = nullptr;
+};
+
+// Wraps a freshly returned id, or raises naming what was attempted.
+Handle checked(hid_t id, Handle::Closer closer, const std::string& file, const std::string& what) {
+  if (id < 0) KEEL_FAIL("checkpoint ", file, ": ", what, " failed", hdf5_detail());
+  return Handle(id, closer);
+}
+
+void check_rc(herr_t rc, const std::string& file, const std::string& what) {
+  if (rc < 0) KEEL_FAIL("checkpoint ", file, ": ", what, " failed", hdf5_detail());
+}
+
+std::vector<hsize_t> to_hsize(const Shape& s) { return std::vector<hsize_t>(s.begin(), s.end()); }
+
+// Rank 0 is HDF5's scalar dataspace; zero-length dimensions are allowed.
+Handle make_space(const Shape& shape, const std::string& file) {
+  if (shape.empty()) return checked(H5Screate(H5S_SCALAR), H5Sclose, file, "H5Screate");
+  auto dims = to_hsize(shape);
+  return checked(H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose, file,
+                 "H5Screate_simple");
+}
+
+Handle string_type(size_t size, const std::string& file) {
+  Handle t = checked(H5Tcopy(H5T_C_S1), H5Tclose, file, "H5Tcopy");
+  check_rc(H5Tset_size(t.get(), std::max<size_t>(size, 1)), file, "H5Tset_size");
+  check_rc(H5Tset_strpad(t.get(), H5T_STR_NULLPAD), file, "H5Tset_strpad");
+  check_rc(H5Tset_cset(t.get(), H5T_CSET_UTF8), file, "H5Tset_cset");
+  return t;
+}
+
+bool link_exists(hid_t loc, const std::string& path) {
+  // H5Lexists needs every intermediate link to exist, so test prefix by prefix.
+  size_t pos = 0;
+  while (true) {
+    size_t next = path.find('/', pos + 1);
+    std::string prefix = path.substr(0, next);
+    if (prefix != "/" && H5Lexists(loc, prefix.c_str(), H5P_DEFAULT) <= 0) return false;
+    if (next == std::string::npos) return true;
+    pos = next;
+  }
+}
+
+// ---- dtypes --------------------------------------------------------------------
+
+// Half types are widened to f32 in the file (and in memory on the way there).
+DType stored_dtype(DType t) { return (t == DType::BF16 || t == DType::F16) ? DType::F32 : t; }
+
+hid_t mem_type(DType t) {
+  switch (stored_dtype(t)) {
+    case DType::F32:
+      return H5T_NATIVE_FLOAT;
+    case DType::I32:
+      return H5T_NATIVE_INT32;
+    case DType::I64:
+      return H5T_NATIVE_INT64;
+    case DType::U8:
+      return H5T_NATIVE_UINT8;
+    default:
+      break;
+  }
+  KEEL_ASSERT(false, "no HDF5 memory type for ", dtype_name(t));
+  return -1;
+}
+
+hid_t file_type(DType t) {
+  switch (stored_dtype(t)) {
+    case DType::F32:
+      return H5T_IEEE_F32LE;
+    case DType::I32:
+      return H5T_STD_I32LE;
+    case DType::I64:
+      return H5T_STD_I64LE;
+    case DType::U8:
+      return H5T_STD_U8LE;
+    default:
+      break;
+  }
+  KEEL_ASSERT(false, "no HDF5 file type for ", dtype_name(t));
+  return -1;
+}
+
+// ---- attributes -----------------------------------------------------------------
+
+void write_attr_int(hid_t obj, const char* name, int64_t value, const std::string& file) {
+  Handle space = make_space({}, file);
+  Handle attr = checked(H5Acreate2(obj, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                        H5Aclose, file, std::string("creating attribute ") + name);
+  check_rc(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value), file,
+           std::string("writing attribute ") + name);
+}
+
+bool attr_exists(hid_t obj, const char* name) { return H5Aexists(obj, name) > 0; }
+
+int64_t read_attr_int(hid_t obj, const char* name, const std::string& file) {
+  Handle attr = checked(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose, file,
+                        std::string("opening attribute ") + name);
+  Handle type = checked(H5Aget_type(attr.get()), H5Tclose, file, "H5Aget_type");
+  KEEL_CHECK(H5Tget_class(type.get()) == H5T_INTEGER, "checkpoint ", file, ": attribute '", name,
+             "' is not an integer");
+  int64_t value = 0;
+  check_rc(H5Aread(attr.get(), H5T_NATIVE_INT64, &value), file,
+           std::string("reading attribute ") + name);
+  return value;
+}
+
+void write_attr_text(hid_t obj, const char* name, const std::string& text,
+                     const std::string& file) {
+  Handle type = string_type(text.size(), file);
+  Handle space = make_space({}, file);
+  Handle attr = checked(H5Acreate2(obj, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                        H5Aclose, file, std::string("creating attribute ") + name);
+  std::string buf = text.empty() ? std::string(1, '\0') : text;
+  check_rc(H5Awrite(attr.get(), type.get(), buf.data()), file,
+           std::string("writing attribute ") + name);
+}
+
+std::string read_attr_text(hid_t obj, const char* name, const std::string& file) {
+  Handle attr = checked(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose, file,
+                        std::string("opening attribute ") + name);
+  Handle ftype = checked(H5Aget_type(attr.get()), H5Tclose, file, "H5Aget_type");
+  KEEL_CHECK(H5Tget_class(ftype.get()) == H5T_STRING && H5Tis_variable_str(ftype.get()) == 0,
+             "checkpoint ", file, ": attribute '", name, "' is not a fixed-length string");
+  size_t size = H5Tget_size(ftype.get());
+  Handle mtype = string_type(size, file);
+  std::string buf(size, '\0');
+  check_rc(H5Aread(attr.get(), mtype.get(), buf.data()), file,
+           std::string("reading attribute ") + name);
+  buf.erase(buf.find_last_not_of('\0') + 1);
+  return buf;
+}
+
+// ---- tensors ---------------------------------------------------------------------
+
+// The part of a full logical tensor one process holds: `count` elements per
+// dimension starting at `offset`. Single-process saves use the whole tensor.
+struct Slab {
+  Shape offset;
+  Shape count;
+};
+
+Slab whole(const Shape& shape) { return Slab{Shape(shape.size(), 0), shape}; }
+
+// Selects `slab` in the file dataspace and returns the matching memory
+// dataspace. An empty slab selects nothing on both sides, so a process that
+// holds no part of a tensor can still join a collective write.
+Handle select_slab(hid_t file_space, const Shape& full_shape, const Slab& slab,
+                   const std::string& file) {
+  if (full_shape.empty()) return make_space({}, file);
+  Handle mem = make_space(slab.count, file);
+  if (shape_numel(slab.count) == 0) {
+    check_rc(H5Sselect_none(file_space), file, "H5Sselect_none");
+    check_rc(H5Sselect_none(mem.get()), file, "H5Sselect_none");
+    return mem;
+  }
+  auto start = to_hsize(slab.offset);
+  auto count = to_hsize(slab.count);
+  check_rc(
+      H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
+      file, "H5Sselect_hyperslab");
+  return mem;
+}
+
+void check_slab(const Shape& full_shape, const Slab& slab, const Tensor& local,
+                const std::string& what) {
+  bool ok = slab.offset.size() == full_shape.size() && slab.count.size() == full_shape.size();
+  for (size_t i = 0; ok && i < full_shape.size(); ++i)
+    ok = slab.offset[i] >= 0 && slab.count[i] >= 0 &&
+         slab.offset[i] + slab.count[i] <= full_shape[i];
+  KEEL_ASSERT(ok, what, ": slab offset ", shape_str(slab.offset), " count ", shape_str(slab.count),
+              " lies outside ", shape_str(full_shape));
+  KEEL_ASSERT(local.sizes() == slab.count, what, ": local tensor ", local.describe(),
+              " does not match slab count ", shape_str(slab.count));
+}
+
+// Creates dataset `path` of `full_shape` and writes this process's `slab`
+// from `local` (any device, any strides). `what` names the tensor in errors.
+void write_tensor_slab(hid_t file_id, const std::string& file, const std::string& path,
+                       const std::string& what, const Shape& full_shape, DType dtype,
+                       const Slab& slab, const Tensor& local) {
+  KEEL_CHECK(local.defined(), "checkpoint ", file, ": ", what, " is an undefined tensor");
+  KEEL_CHECK(local.dtype() == dtype, "checkpoint ", file, ": ", what, " is ", local.describe(),
+             " but was declared ", dtype_name(dtype));
+  check_slab(full_shape, slab, local, what);
+
+  // A contiguous host copy in the stored dtype; a no-op for contiguous f32/int CPU tensors.
+  Tensor host = local.to(Device::cpu()).to(stored_dtype(dtype)).contiguous();  // slab.count
+
+  Handle lcpl = checked(H5Pcreate(H5P_LINK_CREATE), H5Pclose, file, "H5Pcreate");
+  check_rc(H5Pset_create_intermediate_group(lcpl.get(), 1), file,
+           "H5Pset_create_intermediate_group");
+  Handle file_space = make_space(full_shape, file);
+  Handle dset = checked(H5Dcreate2(file_id, path.c_str(), file_type(dtype), file_space.get(),
+                                   lcpl.get(), H5P_DEFAULT, H5P_DEFAULT),
+                        H5Dclose, file, "creating dataset " + path + " for " + what);
+  write_attr_text(dset.get(), "keel_dtype", dtype_name(dtype), file);
+
+  Handle mem_space = select_slab(file_space.get(), full_shape, slab, file);
+  // Parallel HDF5: a transfer list with H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE).
+  hid_t dxpl = H5P_DEFAULT;
+  static char dummy = 0;  // H5Dwrite wants a non-null buffer even when nothing is selected
+  const void* buf = host.numel() > 0 ? host.raw_data() : &dummy;
+  check_rc(H5Dwrite(dset.get(), mem_type(dtype), mem_space.get(), file_space.get(), dxpl, buf),
+           file, "writing " + what + " to " + path);
+}
+
+// The logical dtype of a tensor dataset: its keel_dtype attribute, or for
+// files written by other tools, the dtype its HDF5 type maps to.
+DType dataset_dtype(hid_t dset, const std::string& file, const std::string& what) {
+  Handle type = checked(H5Dget_type(dset), H5Tclose, file, "H5Dget_type");
+  H5T_class_t cls = H5Tget_class(type.get());
+  size_t size = H5Tget_size(type.get());
+  H5T_sign_t sign = cls == H5T_INTEGER ? H5Tget_sign(type.get()) : H5T_SGN_NONE;
+  DType dt;
+  if (attr_exists(dset, "keel_dtype")) {
+    std::string name = read_attr_text(dset, "keel_dtype", file);
+    try {
+      dt = dtype_from_name(name);
+    } catch (const Error&) {
+      KEEL_FAIL("checkpoint ", file, ": ", what, " has unknown keel_dtype '", name, "'");
+    }
+    KEEL_CHECK(size == dtype_size(stored_dtype(dt)) &&
+                   (is_floating(dt) ? cls == H5T_FLOAT : cls == H5T_INTEGER),
+               "checkpoint ", file, ": ", what, " is marked ", name,
+               " but its HDF5 type does not match (corrupt file?)");
+    return dt;
+  }
+  if (cls == H5T_FLOAT && size == 4) return DType::F32;
+  if (cls == H5T_INTEGER && size == 4 && sign == H5T_SGN_2) return DType::I32;
+  if (cls == H5T_INTEGER && size == 8 && sign == H5T_SGN_2) return DType::I64;
+  if (cls == H5T_INTEGER && size == 1 && sign == H5T_SGN_NONE) return DType::U8;
+  KEEL_FAIL("checkpoint ", file, ": ", what, " has an HDF5 type keel cannot load (class ", int(cls),
+            ", ", size, " bytes)");
+}
+
+Shape dataset_shape(hid_t dset, const std::string& file) {
+  Handle space = checked(H5Dget_space(dset), H5Sclose, file, "H5Dget_space");
+  int ndims = H5Sget_simple_extent_ndims(space.get());
+  check_rc(ndims, file, "H5Sget_simple_extent_ndims");
+  std::vector<hsize_t> dims(size_t(ndims), 0);
+  if (ndims > 0)
+    check_rc(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr), file,
+             "H5Sget_simple_extent_dims");
+  return Shape(dims.begin(), dims.end());
+}
+
+// Reads this process's `slab` of dataset `path` into `local` in place after
+// checking that the stored tensor has `full_shape` and `dtype`.
+void read_tensor_slab(hid_t file_id, const std::string& file, const std::string& path,
+                      const std::string& what, const Shape& full_shape, DType dtype,
+                      const Slab& slab, const Tensor& local) {
+  KEEL_CHECK(local.defined(), "load_checkpoint: ", what, " is an undefined tensor");
+  check_slab(full_shape, slab, local, what);
+  KEEL_CHECK(link_exists(file_id, path), "checkpoint ", file, ": ", what, " is missing (no ", path,
+             " in the file)");
+  Handle dset =
+      checked(H5Dopen2(file_id, path.c_str(), H5P_DEFAULT), H5Dclose, file, "opening " + path);
+  Shape stored_shape = dataset_shape(dset.get(), file);
+  DType stored = dataset_dtype(dset.get(), file, what);
+  KEEL_CHECK(stored_shape == full_shape && stored == dtype, "checkpoint ", file, ": ", what, " is ",
+             dtype_name(stored), " ", shape_str(stored_shape), " in the file but ",
+             dtype_name(dtype), " ", shape_str(full_shape), " was expected");
+
+  Handle file_space = checked(H5Dget_space(dset.get()), H5Sclose, file, "H5Dget_space");
+  Handle mem_space = select_slab(file_space.get(), full_shape, slab, file);
+  Tensor host = empty(slab.count, stored_dtype(dtype));  // slab.count
+  // Parallel HDF5: the same collective transfer list as in write_tensor_slab.
+  hid_t dxpl = H5P_DEFAULT;
+  static char dummy = 0;
+  void* buf = host.numel() > 0 ? host.raw_data() : &dummy;
+  check_rc(H5Dread(dset.get(), mem_type(dtype), mem_space.get(), file_space.get(), dxpl, buf), file,
+           "reading " + what + " from " + path);
+  Tensor dst = local;         // a handle: copy_ writes through to the caller's storage
+  dst.copy_(host.to(dtype));  // narrowing f32 -> bf16/f16 is exact: the values came from there
+}
+
+// ---- metadata ----------------------------------------------------------------------
+
+void write_meta(hid_t meta, const std::string& name, hid_t ftype, hid_t mtype, const void* buf,
+                const std::string& file) {
+  Handle space = make_space({}, file);
+  Handle dset = checked(
+      H5Dcreate2(meta, name.c_str(), ftype, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+      H5Dclose, file, "creating /meta/" + name);
+  check_rc(H5Dwrite(dset.get(), mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf), file,
+           "writing /meta/" + name);
+}
+
+enum class MetaKind { kText, kInt, kFloat };
+
+const char* meta_kind_name(MetaKind k) {
+  switch (k) {
+    case MetaKind::kText:
+      return "text";
+    case MetaKind::kInt:
+      return "an integer";
+    case MetaKind::kFloat:
+      return "a float";
+  }
+  return "?";
+}
+
+// Opens /meta/<name> and checks that it holds a scalar of the wanted kind.
+Handle open_meta(hid_t file_id, const std::string& file, const std::string& name, MetaKind kind) {
+  std::string path = "/meta/" + name;
+  KEEL_CHECK(link_exists(file_id, path), "checkpoint ", file, ": metadata '", name,
+             "' is missing (no ", path, " in the file)");
+  Handle dset =
+      checked(H5Dopen2(file_id, path.c_str(), H5P_DEFAULT), H5Dclose, file, "opening " + path);
+  Handle type = checked(H5Dget_type(dset.get()), H5Tclose, file, "H5Dget_type");
+  H5T_class_t cls = H5Tget_class(type.get());
+  bool ok = kind == MetaKind::kText ? cls == H5T_STRING && H5Tis_variable_str(type.get()) == 0
+                                    : cls == (kind == MetaKind::kInt ? H5T_INTEGER : H5T_FLOAT);
+  KEEL_CHECK(ok && dataset_shape(dset.get(), file).empty(), "checkpoint ", file, ": metadata '",
+             name, "' is not ", meta_kind_name(kind), " scalar");
+  return dset;
+}
+
+std::string read_meta_text(hid_t file_id, const std::string& file, const std::string& name) {
+  Handle dset = open_meta(file_id, file, name, MetaKind::kText);
+  Handle ftype = checked(H5Dget_type(dset.get()), H5Tclose, file, "H5Dget_type");
+  size_t size = H5Tget_size(ftype.get());
+  Handle mtype = string_type(size, file);
+  std::string buf(size, '\0');
+  check_rc(H5Dread(dset.get(), mtype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()), file,
+           "reading /meta/" + name);
+  // NULLPAD strings: trailing NULs are padding (the empty string is one NUL).
+  buf.erase(buf.find_last_not_of('\0') + 1);
+  return buf;
+}
+
+int64_t read_meta_int(hid_t file_id, const std::string& file, const std::string& name) {
+  Handle dset = open_meta(file_id, file, name, MetaKind::kInt);
+  int64_t v = 0;
+  check_rc(H5Dread(dset.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v), file,
+           "reading /meta/" + name);
+  return v;
+}
+
+double read_meta_float(hid_t file_id, const std::string& file, const std::string& name) {
+  Handle dset = open_meta(file_id, file, name, MetaKind::kFloat);
+  double v = 0;
+  check_rc(H5Dread(dset.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v), file,
+           "reading /meta/" + name);
+  return v;
+}
+
+std::string format_double(double v) {
+  char buf[64];
+  auto res = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, res.ptr);
+}
+
+// ---- names ---------------------------------------------------------------------------
+
+// Tensor names become HDF5 paths below /model or /optim: '/' separates
+// groups, so no component may be empty, "." or "..".
+void check_tensor_name(const std::string& name, const std::string& kind, const std::string& file) {
+  bool ok = !name.empty();
+  size_t start = 0;
+  while (ok) {
+    size_t end = name.find('/', start);
+    std::string part =
+        name.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    ok = !part.empty() && part != "." && part != "..";
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  KEEL_CHECK(ok, "checkpoint ", file, ": ", kind, " tensor name '", name,
+             "' is not a valid path (empty, or an empty, '.' or '..' component)");
+}
+
+void check_meta_name(const std::string& name, const std::string& file) {
+  KEEL_CHECK(!name.empty() && name.find('/') == std::string::npos && name != "." && name != "..",
+             "checkpoint ", file, ": metadata name '", name,
+             "' must be non-empty and contain no '/'");
+}
+
+// ---- opening ---------------------------------------------------------------------------
+
+Handle file_access_list(const std::string& file) {
+  Handle fapl = checked(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, file, "H5Pcreate");
+  // Closing the file closes anything still open in it, so an error path can
+  // never leave the file half-open.
+  check_rc(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), file, "H5Pset_fclose_degree");
+  // Parallel HDF5: H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) goes here, with
+  // every rank then creating each dataset collectively.
+  return fapl;
+}
+
+// Opens a checkpoint for reading after checking that it is a complete keel
+// checkpoint of a version we read.
+Handle open_checkpoint(const std::string& path) {
+  std::error_code ec;
+  KEEL_CHECK(fs::exists(path, ec), "checkpoint ", path, ": file not found");
+  KEEL_CHECK(fs::is_regular_file(path, ec), "checkpoint ", path, ": not a regular file");
+  htri_t is_h5 = H5Fis_hdf5(path.c_str());
+  if (is_h5 <= 0) {
+    std::string detail = hdf5_detail();
+    KEEL_FAIL("checkpoint ", path, ": not an HDF5 file (wrong file, or corrupt)", detail);
+  }
+  Handle fapl = file_access_list(path);
+  hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+  if (id < 0) {
+    std::string detail = hdf5_detail();
+    KEEL_FAIL("checkpoint ", path, ": cannot open the HDF5 file (truncated or corrupt)", detail);
+  }
+  Handle f(id, H5Fclose);
+  KEEL_CHECK(attr_exists(f.get(), "keel_checkpoint_version"), "checkpoint ", path,
+             ": not a keel checkpoint (no keel_checkpoint_version attribute on /)");
+  int64_t version = read_attr_int(f.get(), "keel_checkpoint_version", path);
+  KEEL_CHECK(version == kCheckpointVersion, "checkpoint ", path, ": format version ", version,
+             " is not supported (this keel reads version ", kCheckpointVersion, ")");
+  KEEL_CHECK(attr_exists(f.get(), "complete") && read_attr_int(f.get(), "complete", path) == 1,
+             "checkpoint ", path, ": incomplete (no 'complete' marker; the save was interrupted)");
+  KEEL_CHECK(attr_exists(f.get(), "step"), "checkpoint ", path, ": no 'step' attribute on /");
+  return f;
+}
+
+void write_checkpoint_file(const std::string& tmp, const std::string& path,
+                           const CheckpointData& data) {
+  Handle fapl = file_access_list(path);
+  Handle f = checked(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose, path,
+                     "creating temporary file " + tmp);
+  write_attr_int(f.get(), "keel_checkpoint_version", kCheckpointVersion, path);
+  write_attr_int(f.get(), "step", data.step, path);
+  for (const char* group : {"/model", "/optim", "/meta"})
+    checked(H5Gcreate2(f.get(), group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose, path,
+            std::string("creating group ") + group);
+
+  auto write_tensors = [&](const nn::NamedTensors& tensors, const std::string& kind) {
+    std::set<std::string> seen;
+    for (const auto& [name, t] : tensors) {
+      check_tensor_name(name, kind, path);
+      KEEL_CHECK(seen.insert(name).second, "checkpoint ", path, ": ", kind, " tensor '", name,
+                 "' appears twice");
+      std::string what = kind + " tensor '" + name + "'";
+      KEEL_CHECK(t.defined(), "checkpoint ", path, ": ", what, " is an undefined tensor");
+      write_tensor_slab(f.get(), path, "/" + kind + "/" + name, what, t.sizes(), t.dtype(),
+                        whole(t.sizes()), t);
+    }
+  };
+  write_tensors(data.model, "model");
+  write_tensors(data.optim, "optim");
+
+  Handle meta = checked(H5Gopen2(f.get(), "/meta", H5P_DEFAULT), H5Gclose, path, "opening /meta");
+  std::set<std::string> seen;
+  auto claim = [&](const std::string& name) {
+    check_meta_name(name, path);
+    KEEL_CHECK(seen.insert(name).second, "checkpoint ", path, ": metadata '", name,
+               "' appears twice");
+  };
+  for (const auto& [name, text] : data.meta_text) {
+    claim(name);
+    Handle type = string_type(text.size(), path);
+    std::string buf = text.empty() ? std::string(1, '\0') : text;
+    write_meta(meta.get(), name, type.get(), type.get(), buf.data(), path);
+  }
+  for (const auto& [name, v] : data.meta_int) {
+    claim(name);
+    write_meta(meta.get(), name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v, path);
+  }
+  for (const auto& [name, v] : data.meta_float) {
+    claim(name);
+    write_meta(meta.get(), name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, path);
+  }
+  meta.close();
+
+  // The marker goes in only after everything else has reached the file.
+  check_rc(H5Fflush(f.get(), H5F_SCOPE_GLOBAL), path, "flushing " + tmp);
+  write_attr_int(f.get(), "complete", 1, path);
+  if (!f.close()) KEEL_FAIL("checkpoint ", path, ": closing ", tmp, " failed", hdf5_detail());
+}
+
+void fsync_path(const std::string& p, bool directory, const std::string& path) {
+  int fd = ::open(p.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
+  if (fd < 0) {
+    if (directory) return;  // best effort: some file systems cannot open directories
+    KEEL_FAIL("checkpoint ", path, ": cannot open ", p, " to fsync: ", std::strerror(errno));
+  }
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  // Directories on some file systems refuse fsync (EINVAL); the rename still stands.
+  if (rc != 0 && !directory)
+    KEEL_FAIL("checkpoint ", path, ": fsync of ", p, " failed: ", std::strerror(err));
+}
+
+const std::regex& checkpoint_name_re() {
+  static const std::regex re(R"(step_(\d{8,18})\.h5)");
+  return re;
+}
+
+// (step, path) of every file in `dir` named like a checkpoint, newest first.
+std::vector<std::pair<int64_t, std::string>> list_checkpoint_files(const std::string& dir) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    std::string name = entry.path().filename().string();
+    std::smatch m;
+    if (!std::regex_match(name, m, checkpoint_name_re())) continue;
+    if (!entry.is_regular_file(ec)) continue;
+    out.emplace_back(std::stoll(m[1].str()), entry.path().string());
+  }
+  KEEL_CHECK(!ec, "checkpoint directory ", dir, ": cannot list: ", ec.message());
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a > b; });
+  return out;
+}
+
+template <typename Info>
+herr_t collect_link(hid_t, const char* name, const Info*, void* out) {
+  static_cast<std::vector<std::string>*>(out)->emplace_back(name);
+  return 0;
+}
+
+// Relative paths of every dataset below `group`, in name order.
+std::vector<std::string> datasets_under(hid_t file_id, const char* group, const std::string& file) {
+  std::vector<std::string> links, out;
+  if (!link_exists(file_id, group)) return out;
+  Handle g = checked(H5Gopen2(file_id, group, H5P_DEFAULT), H5Gclose, file,
+                     std::string("opening ") + group);
+  check_rc(H5Lvisit(g.get(), H5_INDEX_NAME, H5_ITER_INC, collect_link, &links), file,
+           std::string("listing ") + group);
+  for (const auto& name : links) {
+    Handle obj = checked(H5Oopen(g.get(), name.c_str(), H5P_DEFAULT), H5Oclose, file,
+                         std::string("opening ") + group + "/" + name);
+    if (H5Iget_type(obj.get()) == H5I_DATASET) out.push_back(name);
+  }
+  return out;
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const CheckpointData& data) {
+  QuietHdf5Errors quiet;
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  try {
+    write_checkpoint_file(tmp, path, data);
+    fsync_path(tmp, false, path);
+    // Parallel HDF5: every rank closes the file, then a barrier, then rank 0
+    // renames and the others wait for it.
+    if (std::rename(tmp.c_str(), path.c_str()) != 0)
+      KEEL_FAIL("checkpoint ", path, ": cannot rename ", tmp,
+                " into place: ", std::strerror(errno));
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+  fs::path parent = fs::path(path).parent_path();
+  fsync_path(parent.empty() ? "." : parent.string(), true, path);
+}
+
+void load_checkpoint(const std::string& path, CheckpointData& into) {
+  QuietHdf5Errors quiet;
+  Handle f = open_checkpoint(path);
+  into.step = read_attr_int(f.get(), "step", path);
+  auto read_tensors = [&](nn::NamedTensors& tensors, const std::string& kind) {
+    for (auto& [name, t] : tensors) {
+      check_tensor_name(name, kind, path);
+      std::string what = kind + " tensor '" + name + "'";
+      KEEL_CHECK(t.defined(), "load_checkpoint: ", what, " is an undefined tensor");
+      read_tensor_slab(f.get(), path, "/" + kind + "/" + name, what, t.sizes(), t.dtype(),
+                       whole(t.sizes()), t);
+    }
+  };
+  read_tensors(into.model, "model");
+  read_tensors(into.optim, "optim");
+  for (auto& [name, v] : into.meta_text) v = read_meta_text(f.get(), path, name);
+  for (auto& [name, v] : into.meta_int) v = read_meta_int(f.get(), path, name);
+  for (auto& [name, v] : into.meta_float) v = read_meta_float(f.get(), path, name);
+}
+
+std::vector<TensorInfo> list_checkpoint(const std::string& path) {
+  QuietHdf5Errors quiet;
+  Handle f = open_checkpoint(path);
+  std::vector<TensorInfo> out;
+  TensorInfo step;
+  step.kind = TensorInfo::Kind::kInt;
+  step.name = "step";
+  step.value = std::to_string(read_attr_int(f.get(), "step", path));
+  out.push_back(step);
+
+  for (const char* group : {"/model", "/optim"}) {
+    for (const auto& name : datasets_under(f.get(), group, path)) {
+      std::string full = std::string(group) + "/" + name;
+      Handle dset =
+          checked(H5Dopen2(f.get(), full.c_str(), H5P_DEFAULT), H5Dclose, path, "opening " + full);
+      TensorInfo info;
+      info.kind = TensorInfo::Kind::kTensor;
+      info.name = full;
+      info.shape = dataset_shape(dset.get(), path);
+      info.dtype = dataset_dtype(dset.get(), path, full);
+      out.push_back(std::move(info));
+    }
+  }
+
+  for (const auto& name : datasets_under(f.get(), "/meta", path)) {
+    std::string full = "/meta/" + name;
+    TensorInfo info;
+    info.name = full;
+    H5T_class_t cls;
+    {
+      Handle dset =
+          checked(H5Dopen2(f.get(), full.c_str(), H5P_DEFAULT), H5Dclose, path, "opening " + full);
+      Handle type = checked(H5Dget_type(dset.get()), H5Tclose, path, "H5Dget_type");
+      cls = H5Tget_class(type.get());
+    }
+    if (cls == H5T_STRING) {
+      info.kind = TensorInfo::Kind::kText;
+      info.value = read_meta_text(f.get(), path, name);
+    } else if (cls == H5T_INTEGER) {
+      info.kind = TensorInfo::Kind::kInt;
+      info.value = std::to_string(read_meta_int(f.get(), path, name));
+    } else if (cls == H5T_FLOAT) {
+      info.kind = TensorInfo::Kind::kFloat;
+      info.value = format_double(read_meta_float(f.get(), path, name));
+    } else {
+      KEEL_FAIL("checkpoint ", path, ": metadata ", full, " has an unsupported HDF5 type");
+    }
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+std::string checkpoint_path(const std::string& dir, int64_t step) {
+  KEEL_CHECK(step >= 0, "checkpoint_path: step must be >= 0, got ", step);
+  char name[40];
+  std::snprintf(name, sizeof(name), "step_%08lld.h5", static_cast<long long>(step));
+  return (fs::path(dir) / name).string();
+}
+
+std::string latest_checkpoint(const std::string& dir) {
+  auto files = list_checkpoint_files(dir);
+  return files.empty() ? std::string() : files.front().second;
+}
+
+bool is_complete_checkpoint(const std::string& path) {
+  QuietHdf5Errors quiet;
+  try {
+    open_checkpoint(path);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+void prune_checkpoints(const std::string& dir, int64_t keep_last) {
+  KEEL_CHECK(keep_last >= 1, "prune_checkpoints: keep_last must be >= 1, got ", keep_last);
+  int64_t kept = 0;
+  for (const auto& [step, file] : list_checkpoint_files(dir)) {
+    if (!is_complete_checkpoint(file)) continue;
+    if (kept < keep_last) {
+      ++kept;
+      continue;
+    }
+    std::error_code ec;
+    fs::remove(file, ec);
+    KEEL_CHECK(!ec, "prune_checkpoints: cannot delete ", file, ": ", ec.message());
+  }
+}
+
+}  // namespace keel::trainer

@@ -1,0 +1,23 @@
+// Loading and checking a run configuration (trainer/config.proto in text
+// format) with command-line overrides `--set optim.lr=3e-4`. Every refusal
+// names the field (and the file line for parse errors).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "trainer/config.pb.h"
+
+namespace keel::trainer {
+
+// Parses `text` (named `source` in messages) and applies `overrides`.
+config::Config parse_config(const std::string& text, const std::string& source,
+                            const std::vector<std::string>& overrides = {});
+config::Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// Applies one "dotted.field=value" override; repeated fields take a comma list.
+void apply_override(config::Config& cfg, const std::string& assignment);
+// Refuses missing required fields and out-of-range values, naming the field.
+void validate_config(const config::Config& cfg);
+std::string config_to_text(const config::Config& cfg);
+
+}  // namespace keel::trainer
