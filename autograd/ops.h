@@ -64,7 +64,7 @@ Tensor operator-(double s, const Tensor& a);
 Tensor operator*(double s, const Tensor& a);
 Tensor operator/(double s, const Tensor& a);
 
-// ---- reductions (autograd/reduce.cpp); dims empty = all ----
+// ---- reductions (autograd/reduce.cpp, softmax in autograd/softmax.cpp); dims empty = all ----
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
 Tensor var(const Tensor& x, const std::vector<int64_t>& dims = {}, int64_t correction = 1,
@@ -81,7 +81,7 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // y = x @ w^T + b, with w (N, K) as nn.Linear stores it; bias may be undefined.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
 
-// ---- indexing and joining (autograd/index.cpp) ----
+// ---- indexing and joining (autograd/index.cpp; embedding in autograd/embedding.cpp) ----
 // weight (V, C), ids any shape of i32/i64 -> ids.shape + (C,)
 Tensor embedding(const Tensor& weight, const Tensor& ids);
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
@@ -91,11 +91,11 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
 std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim);
 Tensor stack(const std::vector<Tensor>& xs, int64_t dim);
 
-// ---- fused normalisation (autograd/norm.cpp); over the last dim ----
+// ---- fused normalisation (autograd/layernorm.cpp, rmsnorm.cpp); over the last dim ----
 Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
 Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
 
-// ---- losses (autograd/loss.cpp) ----
+// ---- losses (autograd/cross_entropy.cpp) ----
 // logits (N, V) (or (..., V)), targets (N) i32/i64. Mean over non-ignored rows.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
                      double label_smoothing = 0.0);
