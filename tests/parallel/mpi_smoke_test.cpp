@@ -5,6 +5,7 @@
 #include <mpi.h>
 
 #include "core/tensor.h"
+#include "parallel/check.h"
 #include "tests/testing/gradcheck.h"
 
 namespace keel {
@@ -37,6 +38,20 @@ TEST(MpiSmoke, AllReduceOfTensorData) {
                 MPI_COMM_WORLD);
   double expected = size * (size + 1) / 2.0;
   for (double v : testing::to_doubles(x)) EXPECT_EQ(v, expected);
+}
+
+TEST(MpiSmoke, CheckMacroTurnsFailuresIntoErrorsWithTheRank) {
+  MPI_Comm dup;
+  KEEL_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &dup));
+  MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+  int rank = 0;
+  MPI_Comm_rank(dup, &rank);
+  float x = 0;
+  // A root outside the communicator is an MPI error, reported on every rank.
+  const std::string where = "rank " + std::to_string(rank);
+  EXPECT_KEEL_ERROR(KEEL_MPI_CHECK(MPI_Bcast(&x, 1, MPI_FLOAT, 99, dup)), "MPI_Bcast",
+                    where.c_str());
+  MPI_Comm_free(&dup);
 }
 
 }  // namespace
