@@ -20,8 +20,14 @@ struct Edge {
   int slot = 0;                // which output of `node` the gradient belongs to
 };
 
+// Called after a backward pass has finished accumulating a leaf's gradient
+// (once per leaf per backward), e.g. to launch its gradient all-reduce
+// while the rest of backward runs.
+using GradHook = std::function<void(const Tensor& leaf)>;
+
 struct AutogradMeta {
   bool requires_grad = false;
+  std::vector<GradHook> hooks;
   Tensor grad;
   std::shared_ptr<Node> grad_fn;  // null for leaves
   int output_nr = 0;
@@ -117,6 +123,9 @@ void record(const char* name, const std::vector<Tensor>& inputs,
 // Runs backward from several roots at once.
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,
                   bool retain_graph);
+
+// Adds a hook to a leaf that requires grad (see GradHook).
+void register_grad_hook(const Tensor& leaf, GradHook hook);
 
 // Adds `g` into `acc` (accumulating gradients; `acc` may be undefined).
 Tensor accumulate(const Tensor& acc, const Tensor& g);

@@ -32,6 +32,7 @@ class AccumulateGrad final : public Node {
     } else {
       kernels::add_(m.grad, g.dtype() == m.grad.dtype() ? g : g.to(m.grad.dtype()));
     }
+    for (const GradHook& hook : m.hooks) hook(leaf);
     return {};
   }
 
@@ -122,6 +123,12 @@ void record(const char* name, const std::vector<Tensor>& inputs,
     m.output_nr = int(k);
     m.requires_grad = true;
   }
+}
+
+void register_grad_hook(const Tensor& leaf, GradHook hook) {
+  KEEL_CHECK(leaf.requires_grad() && leaf.is_leaf(), "register_grad_hook: ", leaf.describe(),
+             " is not a leaf that requires grad");
+  meta(leaf).hooks.push_back(std::move(hook));
 }
 
 Tensor accumulate(const Tensor& acc, const Tensor& g) {

@@ -86,6 +86,20 @@ TEST(Engine, GraphIsFreedAfterBackward) {
   EXPECT_TRUE(saved.expired());
 }
 
+TEST(Engine, GradHookFiresOnceAfterTheLeafIsFinal) {
+  Tensor x = testing::leaf({3}, 9);
+  std::vector<Doubles> seen;
+  register_grad_hook(x, [&](const Tensor& leaf) { seen.push_back(to_doubles(leaf.grad())); });
+  // x feeds three nodes; the hook sees the summed gradient once.
+  sum(x * 2.0 + x * 3.0 + x).backward();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0], (Doubles{6, 6, 6}));
+  sum(x).backward();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1], (Doubles{7, 7, 7}));
+  EXPECT_KEEL_ERROR(register_grad_hook(x * 2.0, [](const Tensor&) {}), "not a leaf");
+}
+
 TEST(Views, GradientsFlowThroughViews) {
   Tensor x = testing::leaf({2, 3, 4}, 5);
   auto ref = [](const std::vector<Doubles>& in) {
