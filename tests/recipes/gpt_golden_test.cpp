@@ -1,0 +1,321 @@
+// Correctness of the GPT recipe against PyTorch: a tiny GPT-2 starts from the
+// initial weights in tests/golden/gpt_tiny.h5 (written by
+// scripts/reference/gpt_golden.py, which computes everything in float64) and
+// must reproduce the reference logits, loss and every parameter gradient, then
+// a 10-step AdamW trajectory (global-norm clipping included) on the same batch:
+// the losses, the gradient norms and the final weights, per tensor.
+#include <gtest/gtest.h>
+#include <hdf5.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "recipes/gpt/gpt.h"
+#include "tests/testing/gradcheck.h"
+#include "trainer/optim.h"
+
+namespace keel::gpt {
+namespace {
+
+using testing::all_close;
+using testing::Doubles;
+using testing::to_doubles;
+
+const char* const kGoldenPath = KEEL_SOURCE_DIR "/tests/golden/gpt_tiny.h5";
+const char* const kRegenerate = "/usr/bin/python3 scripts/reference/gpt_golden.py";
+
+// Tolerances: keel runs in f32, the reference in f64 from the same f32
+// weights, so each bound is f32 rounding with a margin of ~10x or more over
+// what was measured on x86-64 (OpenBLAS), noted as "measured".
+// Logits are O(0.5) after ~10 f32 layers of sums over <= 128 terms (measured 1e-7).
+constexpr double kLogitsRtol = 1e-5, kLogitsAtol = 2e-6;
+// The loss is ~4.6, a mean over 32 rows: a few f32 ulps (measured 1.4e-7).
+constexpr double kLossAtol = 5e-6;
+// Gradients: f32 rounding in a sum scales with the terms summed, not with the
+// (possibly cancelled) result, so the absolute bound is relative to each
+// tensor's largest reference entry (measured <= 3e-7 of it, every tensor).
+constexpr double kGradRtol = 1e-5, kGradAtolOfMax = 1e-5;
+// Global gradient norm before clipping, ~1.2..1.8 (measured 6e-8 relative).
+constexpr double kNormRtol = 1e-6;
+// Trajectory losses (measured 2.2e-7).
+constexpr double kLossesAtol = 5e-6;
+// Final weights after 10 steps: Adam divides by sqrt(v), so the f32 rounding
+// in entries with small gradients is amplified in each update (|update| is
+// ~lr = 1e-3 per step). atol is 0.5% of one step (measured 5.5e-7, in the
+// query weights, whose gradients nearly cancel); rtol covers the O(1) norm
+// weights (measured 2.6e-7 there).
+constexpr double kFinalRtol = 1e-5, kFinalAtol = 5e-6;
+// The key part of attn.qkv.bias (entries C..2C) has an exactly zero gradient:
+// adding a constant to every key shifts a query's scores uniformly, which the
+// softmax ignores. The computed gradient is rounding noise (keel f32 ~7e-12,
+// PyTorch f64 ~1e-20) that Adam turns into steps of ~lr * |g| / eps with
+// random sign, so keel and PyTorch drift apart there (measured 2e-6 after 10
+// steps) without any effect on the outputs. Bound: 10% of one step.
+constexpr double kKeyBiasAtol = 1e-4;
+
+// ---- reading the golden file (HDF5 C API; no keel checkpoint markers needed) ----
+
+class H5File {
+ public:
+  explicit H5File(const std::string& path)
+      : id_(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)) {}
+  ~H5File() {
+    if (id_ >= 0) H5Fclose(id_);
+  }
+  H5File(const H5File&) = delete;
+  H5File& operator=(const H5File&) = delete;
+  hid_t id() const { return id_; }
+
+ private:
+  hid_t id_;
+};
+
+struct Dataset {
+  Shape shape;
+  Doubles values;             // float datasets, converted by HDF5 to double
+  std::vector<int64_t> ints;  // integer datasets
+};
+
+// Reads `name` converted to `mem_type` (H5T_NATIVE_DOUBLE or H5T_NATIVE_INT64).
+Dataset read_dataset(hid_t file, const std::string& name, hid_t mem_type) {
+  Dataset out;
+  if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0) {
+    ADD_FAILURE() << kGoldenPath << ": missing dataset " << name;
+    return out;
+  }
+  hid_t ds = H5Dopen2(file, name.c_str(), H5P_DEFAULT);
+  hid_t space = H5Dget_space(ds);
+  const int rank = H5Sget_simple_extent_ndims(space);
+  std::vector<hsize_t> dims(size_t(std::max(rank, 0)));
+  H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+  int64_t n = 1;
+  for (hsize_t d : dims) {
+    out.shape.push_back(int64_t(d));
+    n *= int64_t(d);
+  }
+  herr_t rc;
+  if (mem_type == H5T_NATIVE_INT64) {
+    out.ints.resize(size_t(n));
+    rc = H5Dread(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.ints.data());
+  } else {
+    out.values.resize(size_t(n));
+    rc = H5Dread(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.values.data());
+  }
+  EXPECT_GE(rc, 0) << kGoldenPath << ": cannot read " << name;
+  H5Sclose(space);
+  H5Dclose(ds);
+  return out;
+}
+
+Dataset read_floats(hid_t file, const std::string& name) {
+  return read_dataset(file, name, H5T_NATIVE_DOUBLE);
+}
+
+Tensor read_ids(hid_t file, const std::string& name) {
+  Dataset d = read_dataset(file, name, H5T_NATIVE_INT64);
+  return from_vector<int64_t>(d.ints, d.shape);  // (B, T) i64
+}
+
+int64_t read_int_attr(hid_t file, const char* name) {
+  int64_t v = -1;
+  hid_t a = H5Aopen(file, name, H5P_DEFAULT);
+  EXPECT_GE(a, 0) << kGoldenPath << ": missing attribute " << name;
+  if (a < 0) return v;
+  EXPECT_GE(H5Aread(a, H5T_NATIVE_INT64, &v), 0);
+  H5Aclose(a);
+  return v;
+}
+
+double read_float_attr(hid_t file, const char* name) {
+  double v = NAN;
+  hid_t a = H5Aopen(file, name, H5P_DEFAULT);
+  EXPECT_GE(a, 0) << kGoldenPath << ": missing attribute " << name;
+  if (a < 0) return v;
+  EXPECT_GE(H5Aread(a, H5T_NATIVE_DOUBLE, &v), 0);
+  H5Aclose(a);
+  return v;
+}
+
+double max_abs_diff(const Doubles& a, const Doubles& b) {
+  double m = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+double max_abs(const Doubles& a) {
+  double m = 0;
+  for (double x : a) m = std::max(m, std::fabs(x));
+  return m;
+}
+
+bool is_qkv_bias(const std::string& name) {
+  const std::string suffix = ".attn.qkv.bias";
+  return name.size() > suffix.size() &&
+         name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Compares one parameter-shaped tensor, naming it on failure; the key entries
+// of a qkv bias get `key_bias_atol` instead of `atol`. Returns the max abs error.
+double expect_tensor_close(const std::string& what, const std::string& name, const Tensor& actual,
+                           const Dataset& expected, double rtol, double atol, double key_bias_atol,
+                           int64_t n_embd) {
+  EXPECT_EQ(actual.sizes(), expected.shape) << what << " " << name;
+  if (actual.sizes() != expected.shape) return INFINITY;
+  Doubles got = to_doubles(actual);
+  if (!is_qkv_bias(name)) {
+    EXPECT_TRUE(all_close(got, expected.values, rtol, atol)) << what << " " << name;
+    return max_abs_diff(got, expected.values);
+  }
+  auto part = [&](const Doubles& v, int64_t k) {  // k: 0 query, 1 key, 2 value
+    return Doubles(v.begin() + k * n_embd, v.begin() + (k + 1) * n_embd);
+  };
+  for (int64_t k = 0; k < 3; ++k)
+    EXPECT_TRUE(
+        all_close(part(got, k), part(expected.values, k), rtol, k == 1 ? key_bias_atol : atol))
+        << what << " " << name << " ("
+        << "qkv"[k] << " entries)";
+  return max_abs_diff(got, expected.values);
+}
+
+class GptGoldenTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(std::filesystem::exists(kGoldenPath))
+        << "golden file " << kGoldenPath << " is missing; regenerate it with " << kRegenerate;
+    file_ = std::make_unique<H5File>(kGoldenPath);
+    ASSERT_GE(file_->id(), 0) << "cannot open " << kGoldenPath;
+    const hid_t f = file_->id();
+
+    cfg_.vocab_size = read_int_attr(f, "vocab_size");
+    cfg_.padded_vocab_size = read_int_attr(f, "padded_vocab_size");
+    cfg_.block_size = read_int_attr(f, "block_size");
+    cfg_.n_layer = read_int_attr(f, "n_layer");
+    cfg_.n_head = read_int_attr(f, "n_head");
+    cfg_.n_embd = read_int_attr(f, "n_embd");
+    cfg_.dropout = 0.0;
+    cfg_.bias = true;
+    ASSERT_EQ(cfg_.vocab_size, 96);
+    ASSERT_EQ(cfg_.padded_vocab(), 128);
+    model_ = std::make_unique<GPT>(cfg_, /*seed=*/1);  // weights replaced from /init below
+
+    // /init holds exactly keel's parameters, by name and shape.
+    nn::NamedTensors init;
+    for (const auto& [name, p] : model_->named_parameters()) {
+      Dataset d = read_floats(f, "/init/" + name);
+      std::vector<float> v(d.values.begin(), d.values.end());  // exact: stored as f32
+      init.emplace_back(name, from_vector<float>(v, d.shape));
+    }
+    ASSERT_FALSE(::testing::Test::HasFailure());
+    H5G_info_t info;
+    hid_t g = H5Gopen2(f, "/init", H5P_DEFAULT);
+    ASSERT_GE(g, 0);
+    H5Gget_info(g, &info);
+    H5Gclose(g);
+    ASSERT_EQ(info.nlinks, init.size()) << "/init and keel's GPT list different parameters";
+    model_->load_state_dict(init);  // refuses unknown names and shape mismatches
+
+    ids_ = read_ids(f, "/batch/ids");
+    targets_ = read_ids(f, "/batch/targets");
+  }
+
+  Dataset ref(const std::string& name) const { return read_floats(file_->id(), name); }
+
+  std::unique_ptr<H5File> file_;
+  GptConfig cfg_;
+  std::unique_ptr<GPT> model_;
+  Tensor ids_, targets_;
+};
+
+TEST_F(GptGoldenTest, DecayedParametersAreTheLinearWeights) {
+  // The reference decays exactly these; a change in keel must regenerate the golden file.
+  std::vector<std::string> expected;
+  for (int64_t l = 0; l < cfg_.n_layer; ++l)
+    for (const char* m : {"attn.qkv", "attn.proj", "mlp.fc", "mlp.proj"})
+      expected.push_back("blocks." + std::to_string(l) + "." + m + ".weight");
+  std::vector<std::string> got = model_->decayed_parameter_names();
+  std::sort(expected.begin(), expected.end());
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, expected);
+}
+
+TEST_F(GptGoldenTest, ForwardAndGradientsMatchPyTorch) {
+  Tensor logits;
+  {
+    NoGradGuard no_grad;
+    logits = model_->forward(ids_);  // (B, T, V)
+  }
+  Dataset ref_logits = ref("/ref/logits");
+  ASSERT_EQ(logits.sizes(), ref_logits.shape);
+  Doubles got_logits = to_doubles(logits);
+  EXPECT_TRUE(all_close(got_logits, ref_logits.values, kLogitsRtol, kLogitsAtol)) << "logits";
+
+  Tensor loss = model_->loss(ids_, targets_);
+  const double ref_loss = ref("/ref/loss").values.at(0);
+  EXPECT_NEAR(loss.item(), ref_loss, kLossAtol) << "loss";
+  loss.backward();
+
+  double worst_grad = 0;  // max over tensors of (max abs error / max |reference|)
+  for (const auto& [name, p] : model_->named_parameters()) {
+    ASSERT_TRUE(p.grad().defined()) << "no gradient for " << name;
+    Dataset g = ref("/ref/grad/" + name);
+    const double scale = max_abs(g.values);
+    ASSERT_GT(scale, 0) << "reference gradient of " << name << " is zero";
+    const double err =
+        expect_tensor_close("gradient of", name, p.grad(), g, kGradRtol, kGradAtolOfMax * scale,
+                            kGradAtolOfMax * scale, cfg_.n_embd);
+    worst_grad = std::max(worst_grad, err / scale);
+  }
+  std::cout << "[ golden ] max abs error: logits " << max_abs_diff(got_logits, ref_logits.values)
+            << ", loss " << std::fabs(loss.item() - ref_loss)
+            << "; gradients (relative to each tensor's max) " << worst_grad << "\n";
+}
+
+TEST_F(GptGoldenTest, AdamWTrajectoryMatchesPyTorch) {
+  const hid_t f = file_->id();
+  const int64_t steps = read_int_attr(f, "steps");
+  trainer::AdamWConfig oc;
+  oc.lr = read_float_attr(f, "lr");
+  oc.beta1 = read_float_attr(f, "beta1");
+  oc.beta2 = read_float_attr(f, "beta2");
+  oc.eps = read_float_attr(f, "eps");
+  oc.weight_decay = read_float_attr(f, "weight_decay");
+  const double max_norm = read_float_attr(f, "max_norm");
+  ASSERT_EQ(steps, 10);
+
+  nn::NamedTensors params = model_->named_parameters();
+  trainer::AdamW opt(params, model_->decayed_parameter_names(), oc);
+  Doubles losses, norms;
+  for (int64_t s = 0; s < steps; ++s) {
+    model_->zero_grad();
+    Tensor loss = model_->loss(ids_, targets_);
+    loss.backward();
+    const double norm = trainer::global_grad_norm(params);
+    opt.step(oc.lr, trainer::clip_coefficient(norm, max_norm));
+    losses.push_back(loss.item());
+    norms.push_back(norm);
+  }
+  Dataset ref_losses = ref("/ref/losses"), ref_norms = ref("/ref/grad_norms");
+  EXPECT_TRUE(all_close(losses, ref_losses.values, 0.0, kLossesAtol)) << "losses per step";
+  EXPECT_TRUE(all_close(norms, ref_norms.values, kNormRtol, 0.0)) << "gradient norms per step";
+  // Every step clips (the reference's norms are all > max_norm), so clipping is exercised.
+  for (double n : ref_norms.values) EXPECT_GT(n, max_norm);
+
+  double worst_final = 0;
+  for (const auto& [name, p] : params) {
+    Dataset w = ref("/ref/final/" + name);
+    const double err = expect_tensor_close("final weight", name, p, w, kFinalRtol, kFinalAtol,
+                                           kKeyBiasAtol, cfg_.n_embd);
+    if (!is_qkv_bias(name)) worst_final = std::max(worst_final, err);
+  }
+  std::cout << "[ golden ] max abs error: losses " << max_abs_diff(losses, ref_losses.values)
+            << ", grad norms " << max_abs_diff(norms, ref_norms.values)
+            << ", final weights (qkv biases aside) " << worst_final << "\n";
+}
+
+}  // namespace
+}  // namespace keel::gpt
