@@ -12,18 +12,15 @@
 
 #include "core/scalar_cast.h"
 #include "core/strided.h"
+#include "kernels/cpu/row_blocks.h"
 #include "kernels/dispatch.h"
 
 namespace keel::kernels {
 
 namespace {
 
-// Row blocks for the dweight partials: enough blocks to feed the threads,
-// few enough that the (blocks, C) partials stay a few MB.
-constexpr int64_t kMinBlockRows = 8;
-constexpr int64_t kMaxBlocks = 128;
-// Columns per work item when the partials are reduced.
-constexpr int64_t kColChunk = 256;
+using cpu::reduce_partials;
+using cpu::RowBlocks;
 
 template <typename T>
 void forward_rows(const T* x, const float* w, float eps, T* y, float* rstd, int64_t rows,
@@ -78,30 +75,12 @@ void backward_blocks(const T* dy, const T* x, const float* w, const float* rstd,
   }
 }
 
-// out[c] = sum over blocks of partial[blk, c], in block order (deterministic).
-void reduce_partials(const float* partial, int64_t blocks, int64_t C, float* out) {
-  const int64_t chunks = (C + kColChunk - 1) / kColChunk;
-#pragma omp parallel for schedule(static) if (blocks * C >= kParallelGrain && chunks > 1)
-  for (int64_t ch = 0; ch < chunks; ++ch) {
-    const int64_t c0 = ch * kColChunk, n = std::min(kColChunk, C - c0);
-    double acc[kColChunk];
-    for (int64_t i = 0; i < n; ++i) acc[i] = 0.0;
-    for (int64_t blk = 0; blk < blocks; ++blk) {
-      const float* p = partial + blk * C + c0;
-#pragma omp simd
-      for (int64_t i = 0; i < n; ++i) acc[i] += double(p[i]);
-    }
-    for (int64_t i = 0; i < n; ++i) out[c0 + i] = float(acc[i]);
-  }
-}
-
 template <typename T>
 void run_backward(const Tensor& dy, const Tensor& x, const float* w, const float* rstd, Tensor& dx,
                   float* dw) {
   const int64_t C = x.size(-1), rows = x.numel() / C;
-  const int64_t blocks =
-      std::clamp<int64_t>((rows + kMinBlockRows - 1) / kMinBlockRows, 1, kMaxBlocks);
-  const int64_t per_block = (rows + blocks - 1) / blocks;
+  const RowBlocks rb(rows);
+  const int64_t blocks = rb.blocks, per_block = rb.per_block;
   const T* gp = static_cast<const T*>(dy.raw_data());
   const T* xp = static_cast<const T*>(x.raw_data());
   T* dp = dx.defined() ? static_cast<T*>(dx.raw_data()) : nullptr;
@@ -110,9 +89,7 @@ void run_backward(const Tensor& dy, const Tensor& x, const float* w, const float
   auto go = [&]<bool Dx, bool Params>() {
     backward_blocks<T, Dx, Params>(gp, xp, w, rstd, dp, pw.data(), rows, C, blocks, per_block);
   };
-  if (dp && dw) go.template operator()<true, true>();
-  else if (dp) go.template operator()<true, false>();
-  else if (dw) go.template operator()<false, true>();
+  cpu::dispatch_wanted(dp != nullptr, dw != nullptr, go);
   if (dw) reduce_partials(pw.data(), blocks, C, dw);
 }
 
