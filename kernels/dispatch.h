@@ -1,17 +1,41 @@
 // Device dispatch for launchers. Every launcher validates its inputs, then
 // runs the implementation for the tensors' device. A device without an
 // implementation is an error: a CUDA tensor never falls back to the CPU.
+//
+// Launchers pass a CPU callable and, where a CUDA kernel exists, a CUDA
+// callable. In a build without CUDA the CUDA callable is discarded unused,
+// so it may name functions that are only defined in kernels/cuda/*.cu.
 #pragma once
 
 #include "core/tensor.h"
 
 namespace keel::kernels {
 
+#ifdef KEEL_WITH_CUDA
+inline constexpr bool kBuiltWithCuda = true;
+#else
+inline constexpr bool kBuiltWithCuda = false;
+#endif
+
+// Makes `device` current for the CUDA runtime (core/cuda/runtime.cu).
+void set_cuda_device(Device device);
+
 template <typename CpuFn>
 decltype(auto) on_device(const char* op, Device device, CpuFn&& cpu) {
   if (device.is_cpu()) return cpu();
   KEEL_FAIL(op, ": no kernel for ", device.str(),
             " in this build (CUDA kernels arrive with the CUDA backend)");
+}
+
+template <typename CpuFn, typename CudaFn>
+decltype(auto) on_device(const char* op, Device device, CpuFn&& cpu, CudaFn&& cuda) {
+  if (device.is_cpu()) return cpu();
+  if constexpr (kBuiltWithCuda) {
+    set_cuda_device(device);
+    return cuda();
+  } else {
+    KEEL_FAIL(op, ": ", device.str(), " requested but keel was built without CUDA");
+  }
 }
 
 // Checks that every defined tensor is on `device`.

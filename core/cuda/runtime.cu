@@ -67,3 +67,31 @@ void cuda_copy_bytes(void* dst, Device dst_device, const void* src, Device src_d
 }
 
 }  // namespace keel
+
+namespace keel::kernels {
+void set_cuda_device(Device device) { KEEL_CUDA_CHECK(cudaSetDevice(device.index)); }
+}  // namespace keel::kernels
+
+namespace keel::cuda {
+
+namespace {
+constexpr int kMaxDevices = 64;
+cudaStream_t g_streams[kMaxDevices] = {};
+}  // namespace
+
+cudaStream_t current_stream(int device) {
+  KEEL_CHECK(device >= 0 && device < kMaxDevices, "CUDA device index ", device, " out of range");
+  if (!g_streams[device]) {
+    KEEL_CUDA_CHECK(cudaSetDevice(device));
+    KEEL_CUDA_CHECK(cudaStreamCreateWithFlags(&g_streams[device], cudaStreamNonBlocking));
+  }
+  return g_streams[device];
+}
+
+cudaStream_t set_current_stream(int device, cudaStream_t stream) {
+  cudaStream_t prev = current_stream(device);
+  g_streams[device] = stream;
+  return prev;
+}
+
+}  // namespace keel::cuda
