@@ -5,6 +5,11 @@
 //   keel eval CHECKPOINT|DIR [--batches N] [--set field=value]...
 //   keel generate CHECKPOINT|DIR --prompt TEXT [--tokens N] [--temperature T] [--top-k K] [--seed S]
 //   keel inspect CHECKPOINT
+//
+// Under mpirun, `train` builds the process grid from parallel.* (the world
+// size must equal dp*cp*ep*tp) and trains data-parallel over its dp axis;
+// rank 0 prints. A rank that fails prints its error (naming the rank) and
+// aborts the whole job, so no rank is left waiting in a collective.
 #include <mpi.h>
 
 #include <cstdio>
@@ -14,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "parallel/mesh.h"
 #include "recipes/recipe.h"
 #include "trainer/checkpoint.h"
 #include "trainer/shard.h"
@@ -121,14 +127,22 @@ int cmd_train(const Args& a) {
   std::vector<std::string> sets = a.all("set");
   config::Config cfg = trainer::load_config(a.positional[0], sets);
   trainer::validate_config(cfg);
+  // The process grid (collective; refuses a world size that does not match).
+  auto world = parallel::mpi_world();
+  const auto& p = cfg.parallel();
+  parallel::Mesh mesh(*world,
+                      parallel::MeshShape{int(p.dp()), int(p.cp()), int(p.ep()), int(p.tp())});
+  const bool lead = mesh.rank() == 0;
   recipes::Recipe r = recipes::make_recipe(cfg, shard_vocab(cfg));
-  std::cout << "model: " << cfg.model().family() << ", " << r.module->num_parameters()
-            << " parameters\n";
+  if (lead)
+    std::cout << "model: " << cfg.model().family() << ", " << r.module->num_parameters()
+              << " parameters" << (mesh.size() > 1 ? ", " + mesh.shape().str() : "") << "\n";
   trainer::TrainOptions opt;
   opt.resume = a.get("resume");
   opt.stop_after = int64_t(a.number("stop-after", -1));
+  if (mesh.dp().size() > 1) opt.dp = &mesh.dp();
   trainer::TrainResult res = trainer::train(cfg, *r.module, r.loss, opt);
-  if (!res.losses.empty())
+  if (lead && !res.losses.empty())
     std::cout << "trained steps " << res.start_step + 1 << ".." << res.end_step
               << ": loss " << res.losses.front() << " -> " << res.losses.back() << "\n";
   return 0;
@@ -223,26 +237,27 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  int rank = 0;
+  keel::parallel::init_mpi(&argc, &argv);  // MPI_THREAD_FUNNELED, and the error rank
+  int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  keel::set_error_rank(rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  // Under mpirun every message says which rank failed.
+  const std::string who = size > 1 ? " on rank " + std::to_string(rank) : "";
   int code = 0;
+  // One write per message, so ranks failing together do not interleave.
+  auto report = [](const std::string& line) { std::cerr << line << std::flush; };
   try {
     code = run(argc, argv);
   } catch (const keel::Error& e) {
-    std::cerr << "keel: error: " << e.what() << "\n";
+    report("keel: error" + who + ": " + e.what() + "\n");
     code = 1;
   } catch (const std::exception& e) {
-    std::cerr << "keel: internal error: " << e.what() << "\n";
+    report("keel: internal error" + who + ": " + e.what() + "\n");
     code = 3;
   }
-  if (code != 0) {
-    int size = 1;
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    // One failing rank must not leave the others waiting in a collective.
-    if (size > 1) MPI_Abort(MPI_COMM_WORLD, code);
-  }
-  MPI_Finalize();
+  // One failing rank must not leave the others waiting in a collective:
+  // MPI_Abort ends every rank of the job (mpirun exits non-zero).
+  if (code != 0 && size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  keel::parallel::finalize_mpi();
   return code;
 }

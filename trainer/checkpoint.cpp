@@ -3,15 +3,19 @@
 // failing call becomes a keel::Error naming the file, the object and HDF5's
 // innermost complaint.
 //
-// Parallel HDF5 (issue 4) slots in at three marked places: the file access
-// property list (MPI-IO driver), the transfer property list (collective
-// writes) and the rename (rank 0 after a barrier). Tensor I/O already goes
-// through write_tensor_slab / read_tensor_slab, which take the full logical
-// shape and the (offset, count) slab this process holds.
+// One code path serves a single process and a collective group: an Io
+// says which. Collectively, the file access list carries the MPI-IO driver
+// on the group's communicator, every rank makes every create/write call,
+// tensor transfers are collective with each rank selecting only its flat
+// element range (a union of at most 2N-1 hyperslab boxes), rank 0 alone
+// writes metadata values, and rank 0 renames the file into place after a
+// barrier that follows everyone's close. A single process writes whole
+// tensors (the range [0, numel)).
 #include "trainer/checkpoint.h"
 
 #include <fcntl.h>
 #include <hdf5.h>
+#include <mpi.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,6 +26,10 @@
 #include <filesystem>
 #include <regex>
 #include <set>
+#include <sstream>
+
+#include "parallel/communicator.h"
+#include "parallel/data_parallel.h"
 
 namespace keel::trainer {
 namespace {
@@ -232,76 +240,166 @@ std::string read_attr_text(hid_t obj, const char* name, const std::string& file)
 
 // ---- tensors ---------------------------------------------------------------------
 
-// The part of a full logical tensor one process holds: `count` elements per
-// dimension starting at `offset`. Single-process saves use the whole tensor.
-struct Slab {
+// How this process does its I/O: alone (whole tensors, default property
+// lists) or as one rank of a collective save/load over the MPI-IO driver,
+// where every rank makes every call and transfers are collective.
+struct Io {
+  hid_t file = -1;
+  std::string name;  // the checkpoint path, for messages
+  bool parallel = false;
+  int rank = 0;
+  Handle dxpl;  // parallel: collective transfers
+  Handle dcpl;  // parallel: datasets are never pre-filled (every element gets written)
+
+  hid_t xfer() const { return parallel ? dxpl.get() : H5P_DEFAULT; }
+  hid_t create() const { return parallel ? dcpl.get() : H5P_DEFAULT; }
+};
+
+Io make_io(hid_t file_id, const std::string& name, bool parallel, int rank) {
+  Io io;
+  io.file = file_id;
+  io.name = name;
+  io.parallel = parallel;
+  io.rank = rank;
+  if (parallel) {
+    io.dxpl = checked(H5Pcreate(H5P_DATASET_XFER), H5Pclose, name, "H5Pcreate(dataset transfer)");
+    check_rc(H5Pset_dxpl_mpio(io.dxpl.get(), H5FD_MPIO_COLLECTIVE), name, "H5Pset_dxpl_mpio");
+    io.dcpl = checked(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, name, "H5Pcreate(dataset create)");
+    check_rc(H5Pset_fill_time(io.dcpl.get(), H5D_FILL_TIME_NEVER), name, "H5Pset_fill_time");
+  }
+  return io;
+}
+
+// A box of a tensor: `count` elements per dimension from `offset`.
+struct Box {
   Shape offset;
   Shape count;
 };
 
-Slab whole(const Shape& shape) { return Slab{Shape(shape.size(), 0), shape}; }
+// Appends boxes whose union is the flat elements [begin, end) of the
+// sub-tensor at dimensions d.. of `shape` (indices of dimensions < d fixed
+// by `prefix`), in flat order: a partial row at each end and a block of
+// whole rows between them, so at most 2N-1 boxes for N dimensions.
+void range_boxes(const Shape& shape, size_t d, Shape& prefix, int64_t begin, int64_t end,
+                 std::vector<Box>& out) {
+  if (begin >= end) return;
+  const size_t nd = shape.size();
+  // Dimension d over [start, start + count), the dimensions after it whole.
+  auto box = [&](int64_t start, int64_t count) {
+    Box b;
+    b.offset = prefix;
+    b.count = Shape(prefix.size(), 1);
+    b.offset.push_back(start);
+    b.count.push_back(count);
+    for (size_t k = d + 1; k < nd; ++k) {
+      b.offset.push_back(0);
+      b.count.push_back(shape[k]);
+    }
+    out.push_back(std::move(b));
+  };
+  if (d + 1 == nd) return box(begin, end - begin);
+  int64_t inner = 1;
+  for (size_t k = d + 1; k < nd; ++k) inner *= shape[k];
+  int64_t r0 = begin / inner;
+  const int64_t r1 = end / inner, head = begin % inner, tail = end % inner;
+  auto within = [&](int64_t row, int64_t lo, int64_t hi) {
+    prefix.push_back(row);
+    range_boxes(shape, d + 1, prefix, lo, hi, out);
+    prefix.pop_back();
+  };
+  if (r0 == r1) return within(r0, head, tail);
+  if (head > 0) within(r0++, head, inner);
+  if (r1 > r0) box(r0, r1 - r0);
+  if (tail > 0) within(r1, 0, tail);
+}
 
-// Selects `slab` in the file dataspace and returns the matching memory
-// dataspace. An empty slab selects nothing on both sides, so a process that
-// holds no part of a tensor can still join a collective write.
-Handle select_slab(hid_t file_space, const Shape& full_shape, const Slab& slab,
-                   const std::string& file) {
-  if (full_shape.empty()) return make_space({}, file);
-  Handle mem = make_space(slab.count, file);
-  if (shape_numel(slab.count) == 0) {
+// Selects the flat elements [begin, end) of a dataset of `shape` in
+// `file_space` (a union of boxes) and returns the matching memory dataspace
+// of end - begin elements. An empty range selects nothing on both sides, so
+// a process that holds no part of a tensor can still join a collective
+// transfer.
+Handle select_range(hid_t file_space, const Shape& shape, int64_t begin, int64_t end,
+                    const std::string& file) {
+  const int64_t n = end - begin;
+  if (shape.empty()) {  // a scalar dataspace: all or nothing
+    Handle mem = make_space({}, file);
+    if (n == 0) {
+      check_rc(H5Sselect_none(file_space), file, "H5Sselect_none");
+      check_rc(H5Sselect_none(mem.get()), file, "H5Sselect_none");
+    } else {
+      check_rc(H5Sselect_all(file_space), file, "H5Sselect_all");
+    }
+    return mem;
+  }
+  Handle mem = make_space({std::max<int64_t>(n, 1)}, file);
+  if (n == 0) {
     check_rc(H5Sselect_none(file_space), file, "H5Sselect_none");
     check_rc(H5Sselect_none(mem.get()), file, "H5Sselect_none");
     return mem;
   }
-  auto start = to_hsize(slab.offset);
-  auto count = to_hsize(slab.count);
-  check_rc(
-      H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
-      file, "H5Sselect_hyperslab");
+  std::vector<Box> boxes;
+  Shape prefix;
+  range_boxes(shape, 0, prefix, begin, end, boxes);
+  for (size_t i = 0; i < boxes.size(); ++i) {
+    auto start = to_hsize(boxes[i].offset);
+    auto count = to_hsize(boxes[i].count);
+    check_rc(H5Sselect_hyperslab(file_space, i == 0 ? H5S_SELECT_SET : H5S_SELECT_OR, start.data(),
+                                 nullptr, count.data(), nullptr),
+             file, "H5Sselect_hyperslab");
+  }
   return mem;
 }
 
-void check_slab(const Shape& full_shape, const Slab& slab, const Tensor& local,
-                const std::string& what) {
-  bool ok = slab.offset.size() == full_shape.size() && slab.count.size() == full_shape.size();
-  for (size_t i = 0; ok && i < full_shape.size(); ++i)
-    ok = slab.offset[i] >= 0 && slab.count[i] >= 0 &&
-         slab.offset[i] + slab.count[i] <= full_shape[i];
-  KEEL_ASSERT(ok, what, ": slab offset ", shape_str(slab.offset), " count ", shape_str(slab.count),
-              " lies outside ", shape_str(full_shape));
-  KEEL_ASSERT(local.sizes() == slab.count, what, ": local tensor ", local.describe(),
-              " does not match slab count ", shape_str(slab.count));
+// What is wrong with `part` as a description of (part of) a tensor, or "".
+std::string part_problem(const TensorPart& part) {
+  using keel::detail::cat;
+  for (int64_t d : part.shape)
+    if (d < 0) return cat("has a negative dimension in its shape ", shape_str(part.shape));
+  const int64_t numel = shape_numel(part.shape);
+  if (part.begin < 0 || part.begin > part.end || part.end > numel)
+    return cat("element range [", part.begin, ", ", part.end, ") does not lie in [0, ", numel,
+               ") (shape ", shape_str(part.shape), ")");
+  const int64_t n = part.end - part.begin;
+  if (n == 0 && !part.local.defined()) return "";
+  if (!part.local.defined()) return "is an undefined tensor";
+  if (part.local.numel() != n)
+    return cat("local tensor ", part.local.describe(), " has ", part.local.numel(),
+               " elements for the range [", part.begin, ", ", part.end, ") of ", n);
+  if (part.local.dtype() != part.dtype)
+    return cat("is ", part.local.describe(), " but was declared ", dtype_name(part.dtype));
+  return "";
 }
 
-// Creates dataset `path` of `full_shape` and writes this process's `slab`
-// from `local` (any device, any strides). `what` names the tensor in errors.
-void write_tensor_slab(hid_t file_id, const std::string& file, const std::string& path,
-                       const std::string& what, const Shape& full_shape, DType dtype,
-                       const Slab& slab, const Tensor& local) {
-  KEEL_CHECK(local.defined(), "checkpoint ", file, ": ", what, " is an undefined tensor");
-  KEEL_CHECK(local.dtype() == dtype, "checkpoint ", file, ": ", what, " is ", local.describe(),
-             " but was declared ", dtype_name(dtype));
-  check_slab(full_shape, slab, local, what);
-
+// Creates dataset `path` with the part's full logical shape and writes this
+// process's range of it from `part.local`. `what` names the tensor in errors.
+void write_tensor(const Io& io, const std::string& path, const std::string& what,
+                  const TensorPart& part) {
+  const std::string& file = io.name;
+  std::string problem = part_problem(part);
+  KEEL_CHECK(problem.empty(), "checkpoint ", file, ": ", what, " ", problem);
+  const int64_t n = part.end - part.begin;
   // A contiguous host copy in the stored dtype; a no-op for contiguous f32/int CPU tensors.
-  Tensor host = local.to(Device::cpu()).to(stored_dtype(dtype)).contiguous();  // slab.count
+  Tensor host = n > 0 ? part.local.to(Device::cpu()).to(stored_dtype(part.dtype)).contiguous()
+                      : Tensor();  // (n)
 
   Handle lcpl = checked(H5Pcreate(H5P_LINK_CREATE), H5Pclose, file, "H5Pcreate");
   check_rc(H5Pset_create_intermediate_group(lcpl.get(), 1), file,
            "H5Pset_create_intermediate_group");
-  Handle file_space = make_space(full_shape, file);
-  Handle dset = checked(H5Dcreate2(file_id, path.c_str(), file_type(dtype), file_space.get(),
-                                   lcpl.get(), H5P_DEFAULT, H5P_DEFAULT),
+  Handle file_space = make_space(part.shape, file);
+  Handle dset = checked(H5Dcreate2(io.file, path.c_str(), file_type(part.dtype), file_space.get(),
+                                   lcpl.get(), io.create(), H5P_DEFAULT),
                         H5Dclose, file, "creating dataset " + path + " for " + what);
-  write_attr_text(dset.get(), "keel_dtype", dtype_name(dtype), file);
+  write_attr_text(dset.get(), "keel_dtype", dtype_name(part.dtype), file);
 
-  Handle mem_space = select_slab(file_space.get(), full_shape, slab, file);
-  // Parallel HDF5: a transfer list with H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE).
-  hid_t dxpl = H5P_DEFAULT;
+  // A tensor without elements has no storage in the file to transfer to
+  // (and none is allocated for it when written collectively).
+  if (shape_numel(part.shape) == 0) return;
+  Handle mem_space = select_range(file_space.get(), part.shape, part.begin, part.end, file);
   static char dummy = 0;  // H5Dwrite wants a non-null buffer even when nothing is selected
-  const void* buf = host.numel() > 0 ? host.raw_data() : &dummy;
-  check_rc(H5Dwrite(dset.get(), mem_type(dtype), mem_space.get(), file_space.get(), dxpl, buf),
-           file, "writing " + what + " to " + path);
+  const void* buf = n > 0 ? host.raw_data() : &dummy;
+  check_rc(
+      H5Dwrite(dset.get(), mem_type(part.dtype), mem_space.get(), file_space.get(), io.xfer(), buf),
+      file, "writing " + what + " to " + path);
 }
 
 // The logical dtype of a tensor dataset: its keel_dtype attribute, or for
@@ -344,45 +442,54 @@ Shape dataset_shape(hid_t dset, const std::string& file) {
   return Shape(dims.begin(), dims.end());
 }
 
-// Reads this process's `slab` of dataset `path` into `local` in place after
-// checking that the stored tensor has `full_shape` and `dtype`.
-void read_tensor_slab(hid_t file_id, const std::string& file, const std::string& path,
-                      const std::string& what, const Shape& full_shape, DType dtype,
-                      const Slab& slab, const Tensor& local) {
-  KEEL_CHECK(local.defined(), "load_checkpoint: ", what, " is an undefined tensor");
-  check_slab(full_shape, slab, local, what);
-  KEEL_CHECK(link_exists(file_id, path), "checkpoint ", file, ": ", what, " is missing (no ", path,
+// Reads this process's range of dataset `path` into `part.local` in place
+// after checking that the stored tensor has the part's shape and dtype.
+void read_tensor(const Io& io, const std::string& path, const std::string& what,
+                 const TensorPart& part) {
+  const std::string& file = io.name;
+  std::string problem = part_problem(part);
+  KEEL_CHECK(problem.empty(), "load_checkpoint: ", what, " ", problem);
+  KEEL_CHECK(link_exists(io.file, path), "checkpoint ", file, ": ", what, " is missing (no ", path,
              " in the file)");
   Handle dset =
-      checked(H5Dopen2(file_id, path.c_str(), H5P_DEFAULT), H5Dclose, file, "opening " + path);
+      checked(H5Dopen2(io.file, path.c_str(), H5P_DEFAULT), H5Dclose, file, "opening " + path);
   Shape stored_shape = dataset_shape(dset.get(), file);
   DType stored = dataset_dtype(dset.get(), file, what);
-  KEEL_CHECK(stored_shape == full_shape && stored == dtype, "checkpoint ", file, ": ", what, " is ",
-             dtype_name(stored), " ", shape_str(stored_shape), " in the file but ",
-             dtype_name(dtype), " ", shape_str(full_shape), " was expected");
+  KEEL_CHECK(stored_shape == part.shape && stored == part.dtype, "checkpoint ", file, ": ", what,
+             " is ", dtype_name(stored), " ", shape_str(stored_shape), " in the file but ",
+             dtype_name(part.dtype), " ", shape_str(part.shape), " was expected");
 
+  const int64_t n = part.end - part.begin;
+  if (shape_numel(part.shape) == 0) return;  // nothing stored (see write_tensor)
   Handle file_space = checked(H5Dget_space(dset.get()), H5Sclose, file, "H5Dget_space");
-  Handle mem_space = select_slab(file_space.get(), full_shape, slab, file);
-  Tensor host = empty(slab.count, stored_dtype(dtype));  // slab.count
-  // Parallel HDF5: the same collective transfer list as in write_tensor_slab.
-  hid_t dxpl = H5P_DEFAULT;
-  static char dummy = 0;
-  void* buf = host.numel() > 0 ? host.raw_data() : &dummy;
-  check_rc(H5Dread(dset.get(), mem_type(dtype), mem_space.get(), file_space.get(), dxpl, buf), file,
-           "reading " + what + " from " + path);
-  Tensor dst = local;         // a handle: copy_ writes through to the caller's storage
-  dst.copy_(host.to(dtype));  // narrowing f32 -> bf16/f16 is exact: the values came from there
+  Handle mem_space = select_range(file_space.get(), part.shape, part.begin, part.end, file);
+  Tensor host = empty({std::max<int64_t>(n, 1)}, stored_dtype(part.dtype));  // (n)
+  check_rc(H5Dread(dset.get(), mem_type(part.dtype), mem_space.get(), file_space.get(), io.xfer(),
+                   host.raw_data()),
+           file, "reading " + what + " from " + path);
+  if (n == 0) return;
+  Tensor dst = part.local;  // a handle: copy_ writes through to the caller's storage
+  // Narrowing f32 -> bf16/f16 is exact: the values came from there.
+  dst.copy_(host.to(part.dtype).view(part.local.sizes()));
 }
 
 // ---- metadata ----------------------------------------------------------------------
 
-void write_meta(hid_t meta, const std::string& name, hid_t ftype, hid_t mtype, const void* buf,
-                const std::string& file) {
+// Creates scalar dataset /meta/<name>. In a collective save every rank
+// creates it and rank 0 alone writes the value.
+void write_meta(const Io& io, hid_t meta, const std::string& name, hid_t ftype, hid_t mtype,
+                const void* buf) {
+  const std::string& file = io.name;
   Handle space = make_space({}, file);
   Handle dset = checked(
       H5Dcreate2(meta, name.c_str(), ftype, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
       H5Dclose, file, "creating /meta/" + name);
-  check_rc(H5Dwrite(dset.get(), mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf), file,
+  Handle mem = make_space({}, file);
+  if (io.parallel && io.rank != 0) {
+    check_rc(H5Sselect_none(space.get()), file, "H5Sselect_none");
+    check_rc(H5Sselect_none(mem.get()), file, "H5Sselect_none");
+  }
+  check_rc(H5Dwrite(dset.get(), mtype, mem.get(), space.get(), io.xfer(), buf), file,
            "writing /meta/" + name);
 }
 
@@ -478,19 +585,21 @@ void check_meta_name(const std::string& name, const std::string& file) {
 
 // ---- opening ---------------------------------------------------------------------------
 
-Handle file_access_list(const std::string& file) {
+// `comm`: MPI_COMM_NULL for a single process, else the group's
+// communicator for the MPI-IO driver (every later call is then collective).
+Handle file_access_list(const std::string& file, MPI_Comm comm = MPI_COMM_NULL) {
   Handle fapl = checked(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, file, "H5Pcreate");
   // Closing the file closes anything still open in it, so an error path can
   // never leave the file half-open.
   check_rc(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), file, "H5Pset_fclose_degree");
-  // Parallel HDF5: H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) goes here, with
-  // every rank then creating each dataset collectively.
+  if (comm != MPI_COMM_NULL)
+    check_rc(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL), file, "H5Pset_fapl_mpio");
   return fapl;
 }
 
 // Opens a checkpoint for reading after checking that it is a complete keel
 // checkpoint of a version we read.
-Handle open_checkpoint(const std::string& path) {
+Handle open_checkpoint(const std::string& path, MPI_Comm comm = MPI_COMM_NULL) {
   std::error_code ec;
   KEEL_CHECK(fs::exists(path, ec), "checkpoint ", path, ": file not found");
   KEEL_CHECK(fs::is_regular_file(path, ec), "checkpoint ", path, ": not a regular file");
@@ -499,7 +608,7 @@ Handle open_checkpoint(const std::string& path) {
     std::string detail = hdf5_detail();
     KEEL_FAIL("checkpoint ", path, ": not an HDF5 file (wrong file, or corrupt)", detail);
   }
-  Handle fapl = file_access_list(path);
+  Handle fapl = file_access_list(path, comm);
   hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
   if (id < 0) {
     std::string detail = hdf5_detail();
@@ -517,59 +626,66 @@ Handle open_checkpoint(const std::string& path) {
   return f;
 }
 
+// Writes every part of `data` to a new file `tmp` (alone, or collectively
+// over `comm`), the completion marker last.
 void write_checkpoint_file(const std::string& tmp, const std::string& path,
-                           const CheckpointData& data) {
-  Handle fapl = file_access_list(path);
+                           const CheckpointParts& data, MPI_Comm comm, int rank) {
+  Handle fapl = file_access_list(path, comm);
   Handle f = checked(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose, path,
                      "creating temporary file " + tmp);
+  const Io io = make_io(f.get(), path, comm != MPI_COMM_NULL, rank);
   write_attr_int(f.get(), "keel_checkpoint_version", kCheckpointVersion, path);
   write_attr_int(f.get(), "step", data.step, path);
   for (const char* group : {"/model", "/optim", "/meta"})
     checked(H5Gcreate2(f.get(), group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose, path,
             std::string("creating group ") + group);
 
-  auto write_tensors = [&](const nn::NamedTensors& tensors, const std::string& kind) {
-    std::set<std::string> seen;
-    for (const auto& [name, t] : tensors) {
-      check_tensor_name(name, kind, path);
-      KEEL_CHECK(seen.insert(name).second, "checkpoint ", path, ": ", kind, " tensor '", name,
-                 "' appears twice");
-      std::string what = kind + " tensor '" + name + "'";
-      KEEL_CHECK(t.defined(), "checkpoint ", path, ": ", what, " is an undefined tensor");
-      write_tensor_slab(f.get(), path, "/" + kind + "/" + name, what, t.sizes(), t.dtype(),
-                        whole(t.sizes()), t);
-    }
+  auto write_tensors = [&](const NamedParts& parts, const std::string& kind) {
+    for (const auto& [name, part] : parts)
+      write_tensor(io, "/" + kind + "/" + name, kind + " tensor '" + name + "'", part);
   };
   write_tensors(data.model, "model");
   write_tensors(data.optim, "optim");
 
   Handle meta = checked(H5Gopen2(f.get(), "/meta", H5P_DEFAULT), H5Gclose, path, "opening /meta");
-  std::set<std::string> seen;
-  auto claim = [&](const std::string& name) {
-    check_meta_name(name, path);
-    KEEL_CHECK(seen.insert(name).second, "checkpoint ", path, ": metadata '", name,
-               "' appears twice");
-  };
   for (const auto& [name, text] : data.meta_text) {
-    claim(name);
     Handle type = string_type(text.size(), path);
     std::string buf = text.empty() ? std::string(1, '\0') : text;
-    write_meta(meta.get(), name, type.get(), type.get(), buf.data(), path);
+    write_meta(io, meta.get(), name, type.get(), type.get(), buf.data());
   }
-  for (const auto& [name, v] : data.meta_int) {
-    claim(name);
-    write_meta(meta.get(), name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v, path);
-  }
-  for (const auto& [name, v] : data.meta_float) {
-    claim(name);
-    write_meta(meta.get(), name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, path);
-  }
+  for (const auto& [name, v] : data.meta_int)
+    write_meta(io, meta.get(), name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v);
+  for (const auto& [name, v] : data.meta_float)
+    write_meta(io, meta.get(), name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v);
   meta.close();
 
   // The marker goes in only after everything else has reached the file.
   check_rc(H5Fflush(f.get(), H5F_SCOPE_GLOBAL), path, "flushing " + tmp);
   write_attr_int(f.get(), "complete", 1, path);
   if (!f.close()) KEEL_FAIL("checkpoint ", path, ": closing ", tmp, " failed", hdf5_detail());
+}
+
+// Names valid and unique, as save_checkpoint promises; the same checks on
+// every rank of a collective save, so they fail everywhere or nowhere.
+void check_names(const CheckpointParts& data, const std::string& path) {
+  for (const auto* list : {&data.model, &data.optim}) {
+    const std::string kind = list == &data.model ? "model" : "optim";
+    std::set<std::string> seen;
+    for (const auto& [name, part] : *list) {
+      check_tensor_name(name, kind, path);
+      KEEL_CHECK(seen.insert(name).second, "checkpoint ", path, ": ", kind, " tensor '", name,
+                 "' appears twice");
+    }
+  }
+  std::set<std::string> seen;
+  auto claim = [&](const std::string& name) {
+    check_meta_name(name, path);
+    KEEL_CHECK(seen.insert(name).second, "checkpoint ", path, ": metadata '", name,
+               "' appears twice");
+  };
+  for (const auto& e : data.meta_text) claim(e.first);
+  for (const auto& e : data.meta_int) claim(e.first);
+  for (const auto& e : data.meta_float) claim(e.first);
 }
 
 void fsync_path(const std::string& p, bool directory, const std::string& path) {
@@ -630,16 +746,135 @@ std::vector<std::string> datasets_under(hid_t file_id, const char* group, const 
   return out;
 }
 
+// ---- collective helpers ------------------------------------------------------------------
+
+MPI_Comm mpi_comm_of(parallel::Communicator& comm, const std::string& path) {
+  auto* mpi = dynamic_cast<parallel::MpiCommunicator*>(&comm);
+  KEEL_CHECK(mpi != nullptr, "checkpoint ", path, ": a collective save or load needs an MPI ",
+             "communicator (parallel HDF5 runs over MPI-IO), got communicator '", comm.name(),
+             "'; pass the MPI communicator of the same ranks");
+  return mpi->native_handle();
+}
+
+// 64-bit FNV-1a of what every rank must agree on.
+int64_t fingerprint(const std::string& text) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return int64_t(h);
+}
+
+// What every rank of a collective call must list alike: tensor names,
+// shapes and dtypes, and (for saves) the step and metadata values.
+std::string listing(const CheckpointParts& data, bool with_values) {
+  std::ostringstream os;
+  if (with_values) os << "step " << data.step << "\n";
+  for (const auto* list : {&data.model, &data.optim})
+    for (const auto& [name, part] : *list)
+      os << (list == &data.model ? "model " : "optim ") << name << " " << dtype_name(part.dtype)
+         << " " << shape_str(part.shape) << "\n";
+  for (const auto& [name, v] : data.meta_text)
+    os << "text " << name << " " << (with_values ? v : "") << "\n";
+  for (const auto& [name, v] : data.meta_int)
+    os << "int " << name << " " << (with_values ? v : 0) << "\n";
+  for (const auto& [name, v] : data.meta_float)
+    os << "float " << name << " " << (with_values ? format_double(v) : "") << "\n";
+  return os.str();
+}
+
+// Collective: every rank reports its own problem ("" when none) and its
+// listing; a problem anywhere, or a listing that differs from rank 0's,
+// becomes a keel::Error on every rank (the rank with the problem raises its
+// own message, the others name that rank), before any collective file I/O
+// could hang on it.
+void agree(parallel::Communicator& comm, const std::string& path, const char* op,
+           const std::string& problem, const std::string& list) {
+  Tensor mine = empty({2}, DType::I64);                        // (2)
+  Tensor all = empty({2 * int64_t(comm.size())}, DType::I64);  // (world, 2)
+  mine.data<int64_t>()[0] = problem.empty() ? 0 : 1;
+  mine.data<int64_t>()[1] = fingerprint(list);
+  comm.all_gather(mine, all)->wait();
+  const int64_t* v = all.data<int64_t>();
+  if (!problem.empty()) throw Error(problem);
+  for (int r = 0; r < comm.size(); ++r)
+    KEEL_CHECK(v[2 * r] == 0, "checkpoint ", path, ": the collective ", op, " failed on rank ", r,
+               " (see its error); nothing was ", std::string(op) == "save" ? "written" : "read");
+  for (int r = 1; r < comm.size(); ++r)
+    KEEL_CHECK(v[2 * r + 1] == v[1], "checkpoint ", path, ": rank ", r,
+               " lists different tensors (names, shapes, dtypes)",
+               std::string(op) == "save" ? ", step or metadata" : "",
+               " than rank 0 in a collective ", op,
+               "; every rank must list the same, in the same order");
+}
+
+// The first problem among the parts, as a message naming the tensor and
+// `rank` ("" when none).
+std::string parts_problem(const CheckpointParts& data, const std::string& prefix, int rank) {
+  for (const auto* list : {&data.model, &data.optim})
+    for (const auto& [name, part] : *list) {
+      std::string p = part_problem(part);
+      if (!p.empty())
+        return keel::detail::cat(prefix, ": ", list == &data.model ? "model" : "optim", " tensor '",
+                                 name, "' ", p, " (rank ", rank, ")");
+    }
+  return "";
+}
+
 }  // namespace
+
+TensorPart whole_part(const Tensor& t) {
+  TensorPart p;
+  p.local = t;
+  if (!t.defined()) return p;
+  p.shape = t.sizes();
+  p.dtype = t.dtype();
+  p.end = t.numel();
+  return p;
+}
+
+TensorPart replicated_part(const Tensor& t, int rank, int world) {
+  KEEL_CHECK(t.defined(), "replicated_part: undefined tensor");
+  KEEL_CHECK(world >= 1 && rank >= 0 && rank < world, "replicated_part: rank ", rank,
+             " is not in a world of ", world);
+  const int64_t n = t.numel();
+  const int64_t lo = n * rank / world, hi = n * (rank + 1) / world;
+  return range_part(t.sizes(), t.dtype(), lo, hi,
+                    t.contiguous().reshape({n}).narrow(0, lo, hi - lo));
+}
+
+TensorPart range_part(const Shape& shape, DType dtype, int64_t begin, int64_t end,
+                      const Tensor& local) {
+  TensorPart p;
+  p.shape = shape;
+  p.dtype = dtype;
+  p.begin = begin;
+  p.end = end;
+  p.local = local;
+  return p;
+}
 
 void save_checkpoint(const std::string& path, const CheckpointData& data) {
   QuietHdf5Errors quiet;
+  CheckpointParts parts;
+  parts.step = data.step;
+  for (const auto& [name, t] : data.model) parts.model.emplace_back(name, whole_part(t));
+  for (const auto& [name, t] : data.optim) parts.optim.emplace_back(name, whole_part(t));
+  parts.meta_text = data.meta_text;
+  parts.meta_int = data.meta_int;
+  parts.meta_float = data.meta_float;
+  check_names(parts, path);
+  for (const auto* list : {&parts.model, &parts.optim})
+    for (const auto& [name, part] : *list)
+      KEEL_CHECK(part.local.defined(), "checkpoint ", path, ": ",
+                 list == &parts.model ? "model" : "optim", " tensor '", name,
+                 "' is an undefined tensor");
+
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   try {
-    write_checkpoint_file(tmp, path, data);
+    write_checkpoint_file(tmp, path, parts, MPI_COMM_NULL, 0);
     fsync_path(tmp, false, path);
-    // Parallel HDF5: every rank closes the file, then a barrier, then rank 0
-    // renames and the others wait for it.
     if (std::rename(tmp.c_str(), path.c_str()) != 0)
       KEEL_FAIL("checkpoint ", path, ": cannot rename ", tmp,
                 " into place: ", std::strerror(errno));
@@ -652,24 +887,134 @@ void save_checkpoint(const std::string& path, const CheckpointData& data) {
   fsync_path(parent.empty() ? "." : parent.string(), true, path);
 }
 
-void load_checkpoint(const std::string& path, CheckpointData& into) {
+void save_checkpoint(const std::string& path, const CheckpointParts& data,
+                     parallel::Communicator& comm) {
   QuietHdf5Errors quiet;
-  Handle f = open_checkpoint(path);
-  into.step = read_attr_int(f.get(), "step", path);
-  auto read_tensors = [&](nn::NamedTensors& tensors, const std::string& kind) {
-    for (auto& [name, t] : tensors) {
+  MPI_Comm mpi = mpi_comm_of(comm, path);
+  const int rank = comm.rank();
+  std::string problem;
+  try {
+    check_names(data, path);
+    problem = parts_problem(data, "checkpoint " + path, rank);
+  } catch (const Error& e) {
+    problem = e.what();
+  }
+  agree(comm, path, "save", problem, listing(data, true));
+
+  // Every element written by some rank: the ranges' sizes add up per tensor.
+  std::vector<const std::pair<std::string, TensorPart>*> all;
+  for (const auto& e : data.model) all.push_back(&e);
+  for (const auto& e : data.optim) all.push_back(&e);
+  Tensor counts = zeros({std::max<int64_t>(int64_t(all.size()), 1)}, DType::I64);  // (tensors)
+  for (size_t i = 0; i < all.size(); ++i)
+    counts.data<int64_t>()[i] = all[i]->second.end - all[i]->second.begin;
+  comm.all_reduce(counts, parallel::ReduceOp::Sum)->wait();
+  for (size_t i = 0; i < all.size(); ++i) {
+    const int64_t numel = shape_numel(all[i]->second.shape), got = counts.data<int64_t>()[i];
+    KEEL_CHECK(got == numel, "checkpoint ", path, ": the ranks' parts of tensor '", all[i]->first,
+               "' hold ", got, " elements in all but it has ", numel,
+               "; the parts of a collective save must cover each tensor once");
+  }
+
+  // One temporary name for the group: rank 0's.
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  parallel::broadcast_string(comm, tmp, 0);
+  try {
+    write_checkpoint_file(tmp, path, data, mpi, rank);
+  } catch (...) {
+    // An error every rank sees (the file cannot be created): rank 0 cleans
+    // up. One seen by a single rank leaves the others in a collective call;
+    // the job's error path (MPI_Abort) ends them, and the previous
+    // checkpoint at `path` is untouched either way.
+    if (rank == 0) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+    }
+    throw;
+  }
+  // Every rank has closed the file: only now may it take the real name.
+  comm.barrier();
+  std::string failure;
+  if (rank == 0) {
+    try {
+      fsync_path(tmp, false, path);
+      if (std::rename(tmp.c_str(), path.c_str()) != 0)
+        KEEL_FAIL("checkpoint ", path, ": cannot rename ", tmp,
+                  " into place: ", std::strerror(errno));
+      fs::path parent = fs::path(path).parent_path();
+      fsync_path(parent.empty() ? "." : parent.string(), true, path);
+    } catch (const Error& e) {
+      failure = e.what();
+      std::error_code ec;
+      fs::remove(tmp, ec);
+    }
+  }
+  parallel::broadcast_string(comm, failure, 0);
+  if (!failure.empty()) {
+    if (rank == 0) throw Error(failure);
+    KEEL_FAIL("checkpoint ", path, ": rank 0 could not complete the save: ", failure);
+  }
+}
+
+namespace {
+
+void read_checkpoint_file(const Io& io, CheckpointParts& into) {
+  const std::string& path = io.name;
+  into.step = read_attr_int(io.file, "step", path);
+  auto read_tensors = [&](NamedParts& parts, const std::string& kind) {
+    for (auto& [name, part] : parts) {
       check_tensor_name(name, kind, path);
-      std::string what = kind + " tensor '" + name + "'";
-      KEEL_CHECK(t.defined(), "load_checkpoint: ", what, " is an undefined tensor");
-      read_tensor_slab(f.get(), path, "/" + kind + "/" + name, what, t.sizes(), t.dtype(),
-                       whole(t.sizes()), t);
+      read_tensor(io, "/" + kind + "/" + name, kind + " tensor '" + name + "'", part);
     }
   };
   read_tensors(into.model, "model");
   read_tensors(into.optim, "optim");
-  for (auto& [name, v] : into.meta_text) v = read_meta_text(f.get(), path, name);
-  for (auto& [name, v] : into.meta_int) v = read_meta_int(f.get(), path, name);
-  for (auto& [name, v] : into.meta_float) v = read_meta_float(f.get(), path, name);
+  for (auto& [name, v] : into.meta_text) v = read_meta_text(io.file, path, name);
+  for (auto& [name, v] : into.meta_int) v = read_meta_int(io.file, path, name);
+  for (auto& [name, v] : into.meta_float) v = read_meta_float(io.file, path, name);
+}
+
+}  // namespace
+
+void load_checkpoint(const std::string& path, CheckpointData& into) {
+  QuietHdf5Errors quiet;
+  CheckpointParts parts;
+  for (auto* list : {&into.model, &into.optim})
+    for (auto& [name, t] : *list) {
+      const char* kind = list == &into.model ? "model" : "optim";
+      check_tensor_name(name, kind, path);
+      KEEL_CHECK(t.defined(), "load_checkpoint: ", kind, " tensor '", name,
+                 "' is an undefined tensor");
+      (list == &into.model ? parts.model : parts.optim).emplace_back(name, whole_part(t));
+    }
+  parts.meta_text = std::move(into.meta_text);
+  parts.meta_int = std::move(into.meta_int);
+  parts.meta_float = std::move(into.meta_float);
+  Handle f = open_checkpoint(path);
+  const Io io = make_io(f.get(), path, false, 0);
+  read_checkpoint_file(io, parts);
+  into.step = parts.step;
+  into.meta_text = std::move(parts.meta_text);
+  into.meta_int = std::move(parts.meta_int);
+  into.meta_float = std::move(parts.meta_float);
+}
+
+void load_checkpoint(const std::string& path, CheckpointParts& into, parallel::Communicator& comm) {
+  QuietHdf5Errors quiet;
+  MPI_Comm mpi = mpi_comm_of(comm, path);
+  std::string problem;
+  std::error_code ec;
+  if (!fs::exists(path, ec))
+    problem = keel::detail::cat("checkpoint ", path, ": file not found (rank ", comm.rank(), ")");
+  else if (!fs::is_regular_file(path, ec))
+    problem =
+        keel::detail::cat("checkpoint ", path, ": not a regular file (rank ", comm.rank(), ")");
+  else
+    problem = parts_problem(into, "load_checkpoint", comm.rank());
+  agree(comm, path, "load", problem, listing(into, false));
+  Handle f = open_checkpoint(path, mpi);
+  const Io io = make_io(f.get(), path, true, comm.rank());
+  read_checkpoint_file(io, into);
 }
 
 std::vector<TensorInfo> list_checkpoint(const std::string& path) {

@@ -11,6 +11,15 @@
 // Every tensor dataset carries a "keel_dtype" attribute ("f32", "bf16", ...).
 // bf16 and f16 tensors are stored widened to f32 (exact), so h5py and numpy
 // read them without a custom type; keel_dtype says what to narrow back to.
+//
+// Two ways in: a single process saves and loads whole tensors
+// (CheckpointData), or a group of ranks does it collectively over parallel
+// HDF5 (CheckpointParts): the file is opened with the MPI-IO driver on the
+// group's communicator, every dataset is created with its full logical
+// shape, and each rank writes or reads only its own part of each tensor, a
+// flat element range of the row-major tensor. Both produce the same file,
+// so a checkpoint saved by 4 ranks (ZeRO or not) loads on 2 ranks or in one
+// process.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +29,10 @@
 
 #include "core/tensor.h"
 #include "nn/module.h"
+
+namespace keel::parallel {
+class Communicator;
+}
 
 namespace keel::trainer {
 
@@ -47,6 +60,63 @@ void save_checkpoint(const std::string& path, const CheckpointData& data);
 // model without the optimizer. A missing name, or a shape or dtype that
 // differs from the file's, is a keel::Error naming the tensor and the file.
 void load_checkpoint(const std::string& path, CheckpointData& into);
+
+// ---- collective checkpoints (parallel HDF5) -------------------------------------------
+
+// One rank's part of a tensor in a collective save or load: elements
+// [begin, end) of the row-major full logical tensor of `shape`, held in
+// `local` (end - begin elements in flat order; any shape with that many
+// elements, any device, possibly a strided view; loads overwrite it in
+// place). A rank with nothing of a tensor passes begin == end (and may leave
+// `local` undefined); it still takes part in the collective calls.
+struct TensorPart {
+  Shape shape;
+  DType dtype = DType::F32;
+  int64_t begin = 0, end = 0;
+  Tensor local;
+};
+
+// All of `t`: for loading a tensor every rank needs whole (replicated
+// parameters), or saving from a single writer.
+TensorPart whole_part(const Tensor& t);
+// For saving a tensor every rank holds in full (replicated under data
+// parallelism): rank `rank` of `world` writes its even share
+// [rank*n/world, (rank+1)*n/world) of the n elements, so the ranks write
+// disjoint parts in parallel.
+TensorPart replicated_part(const Tensor& t, int rank, int world);
+// Elements [begin, end) of a tensor of `shape` and `dtype`, held in `local`
+// (e.g. a view into a flat optimizer shard).
+TensorPart range_part(const Shape& shape, DType dtype, int64_t begin, int64_t end,
+                      const Tensor& local);
+
+using NamedParts = std::vector<std::pair<std::string, TensorPart>>;
+
+struct CheckpointParts {
+  int64_t step = 0;
+  NamedParts model;  // "/model/<name>"
+  NamedParts optim;  // "/optim/<name>"
+  // Metadata: the same values on every rank (rank 0's are written).
+  std::vector<std::pair<std::string, std::string>> meta_text;
+  std::vector<std::pair<std::string, int64_t>> meta_int;
+  std::vector<std::pair<std::string, double>> meta_float;
+};
+
+// Collective over `comm`, which must be an MPI communicator (see
+// parallel::MpiCommunicator; the group that holds the model, e.g. the dp
+// communicator). Every rank lists the same tensors in the same order with
+// the same shapes and dtypes (checked: a rank that differs is named), and
+// for each tensor the ranks' ranges together cover every element once.
+// Atomic like save_checkpoint: the ranks write a temporary file, and rank 0
+// renames it into place only after every rank has closed it; on an error
+// that all ranks see, nothing at `path` changes and the temporary is removed.
+void save_checkpoint(const std::string& path, const CheckpointParts& data,
+                     parallel::Communicator& comm);
+
+// Collective over `comm`: each rank reads its own parts (any ranges, e.g.
+// those of a different layout than the one that saved) into their `local`
+// tensors, every metadata value asked for and the step. Checks as
+// load_checkpoint does.
+void load_checkpoint(const std::string& path, CheckpointParts& into, parallel::Communicator& comm);
 
 // One entry of a checkpoint's table of contents.
 struct TensorInfo {

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <iostream>
 
+#include "parallel/data_parallel.h"
+#include "parallel/zero.h"
 #include "trainer/checkpoint.h"
 #include "trainer/metrics.h"
 #include "trainer/optim.h"
@@ -19,12 +21,28 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-TokenLoaderOptions loader_options(const config::Config& cfg) {
+// One micro-step of the global batch; this rank's rows of it.
+TokenLoaderOptions loader_options(const config::Config& cfg, parallel::Communicator* dp) {
   TokenLoaderOptions o;
-  o.batch = cfg.data().batch_size() / cfg.train().grad_accum();  // one micro-step, global
+  o.batch = cfg.data().batch_size() / cfg.train().grad_accum();
   o.seq_len = cfg.data().seq_len();
+  o.world = dp ? dp->size() : 1;
+  o.rank = dp ? dp->rank() : 0;
   o.dtype = DType::I64;
   return o;
+}
+
+// The mean of a per-rank value over the group (the value itself without
+// one); the same double on every rank.
+double mean_across(parallel::Communicator* dp, double x) {
+  return dp ? parallel::sum_across(*dp, x) / double(dp->size()) : x;
+}
+
+int64_t meta_value(const std::vector<std::pair<std::string, int64_t>>& meta, const char* key) {
+  for (const auto& [n, v] : meta)
+    if (n == key) return v;
+  KEEL_ASSERT(false, key);
+  return 0;
 }
 
 std::vector<std::string> files(const google::protobuf::RepeatedPtrField<std::string>& list) {
@@ -56,9 +74,9 @@ config::Config checkpoint_config(const std::string& path) {
 }
 
 double evaluate(const config::Config& cfg, nn::Module& model, const LossFn& loss_fn,
-                int64_t batches) {
+                int64_t batches, parallel::Communicator* dp) {
   KEEL_CHECK(cfg.data().val_files_size() > 0, "evaluate: data.val_files is empty");
-  TokenLoader val(files(cfg.data().val_files()), loader_options(cfg));
+  TokenLoader val(files(cfg.data().val_files()), loader_options(cfg, dp));
   check_data(cfg, val, "val_files");
   const bool was_training = model.is_training();
   model.eval();
@@ -69,76 +87,174 @@ double evaluate(const config::Config& cfg, nn::Module& model, const LossFn& loss
     total += loss_fn(b.inputs, b.targets).item();
   }
   model.train(was_training);
-  return total / double(batches);
+  return mean_across(dp, total / double(batches));
 }
 
 TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& loss_fn,
                   const TrainOptions& opt) {
   validate_config(cfg);
-  std::ostream& out = opt.out ? *opt.out : std::cout;
+  parallel::Communicator* dp = opt.dp;
+  const int dp_size = dp ? dp->size() : 1;
+  const int dp_rank = dp ? dp->rank() : 0;
+  KEEL_CHECK(
+      cfg.parallel().dp() == dp_size, "parallel.dp is ", cfg.parallel().dp(), " but ",
+      dp ? detail::cat("the data-parallel communicator '", dp->name(), "' has ", dp_size, " ranks")
+         : std::string("train() runs as a single process (no dp communicator)"),
+      "; launch N ranks (mpirun -np N) with --set parallel.dp=N");
+  const bool lead = dp_rank == 0;  // prints, writes metrics, renames checkpoints
+  std::ostream discard(nullptr);
+  std::ostream& out = !lead ? discard : (opt.out ? *opt.out : std::cout);
   const auto& tc = cfg.train();
   if (tc.threads() > 0) omp_set_num_threads(int(tc.threads()));
 
-  TokenLoader loader(files(cfg.data().train_files()), loader_options(cfg));
+  TokenLoader loader(files(cfg.data().train_files()), loader_options(cfg, dp));
   check_data(cfg, loader, "train_files");
   const auto& oc = cfg.optim();
-  AdamW optim(model.named_parameters(), model.decayed_parameter_names(),
-              {oc.lr(), oc.beta1(), oc.beta2(), oc.eps(), oc.weight_decay()});
+  const nn::NamedTensors params = model.named_parameters();
+  const std::vector<std::string> decayed = model.decayed_parameter_names();
+  // Single process: AdamW. Data parallel: gradients averaged by GradientSync,
+  // then AdamW on every rank, or (ZeRO-1) reduce-scattered into ShardedAdamW.
+  const bool zero = dp && cfg.parallel().zero_stage() == 1;
+  std::unique_ptr<parallel::GradientSync> sync;
+  std::unique_ptr<AdamW> adamw;
+  std::unique_ptr<parallel::ShardedAdamW> sharded;
+  if (dp) {
+    parallel::GradientSyncOptions so;
+    so.bucket_mb = cfg.parallel().bucket_mb();
+    KEEL_CHECK(so.bucket_mb > 0, "parallel.bucket_mb must be positive, got ", so.bucket_mb);
+    so.reduction =
+        zero ? parallel::GradReduction::ReduceScatter : parallel::GradReduction::AllReduce;
+    sync = std::make_unique<parallel::GradientSync>(params, *dp, so);
+  }
+  if (zero) {
+    sharded = std::make_unique<parallel::ShardedAdamW>(
+        *sync, decayed,
+        parallel::ShardedAdamWConfig{oc.beta1(), oc.beta2(), oc.eps(), oc.weight_decay()});
+  } else {
+    adamw = std::make_unique<AdamW>(
+        params, decayed, AdamWConfig{oc.lr(), oc.beta1(), oc.beta2(), oc.eps(), oc.weight_decay()});
+  }
+  auto steps_taken = [&] { return zero ? sharded->steps_taken() : adamw->steps_taken(); };
   LrSchedule schedule{oc.lr(), cfg.schedule().warmup_steps(), tc.steps(), cfg.schedule().decay(),
                       cfg.schedule().min_lr_ratio()};
   manual_seed(tc.seed());
 
+  // Collective checkpoints: every tensor by its full logical shape. Saving,
+  // replicated tensors are split evenly between the ranks; loading, each
+  // rank reads them whole. ZeRO moments are the ranges this rank's shard
+  // holds, under the same names ("<param>/m", "<param>/v") as AdamW's.
+  auto model_parts = [&](bool saving) {
+    NamedParts parts;
+    for (const auto& [name, t] : model.state_dict())
+      parts.emplace_back(name, saving ? replicated_part(t, dp_rank, dp_size) : whole_part(t));
+    return parts;
+  };
+  auto optim_parts = [&](bool saving) {
+    NamedParts parts;
+    if (zero) {
+      for (const auto& piece : sharded->pieces()) {
+        const auto& [name, p] = params[piece.param];
+        parts.emplace_back(name + "/m",
+                           range_part(p.sizes(), DType::F32, piece.begin, piece.end, piece.m));
+        parts.emplace_back(name + "/v",
+                           range_part(p.sizes(), DType::F32, piece.begin, piece.end, piece.v));
+      }
+    } else {
+      for (const auto& [name, t] : adamw->state())
+        parts.emplace_back(name, saving ? replicated_part(t, dp_rank, dp_size) : whole_part(t));
+    }
+    return parts;
+  };
+
   TrainResult result;
   const std::string ckpt_dir = cfg.checkpoint().dir();
   if (!opt.resume.empty()) {
-    std::string path = opt.resume == "auto" ? latest_checkpoint(ckpt_dir) : opt.resume;
+    std::string path = opt.resume;
+    if (opt.resume == "auto") {
+      // One answer for the group: rank 0 looks.
+      path = lead ? latest_checkpoint(ckpt_dir) : "";
+      if (dp) parallel::broadcast_string(*dp, path, 0);
+    }
     if (path.empty()) {
       out << "resume: no checkpoint in " << ckpt_dir << ", starting from scratch\n";
     } else {
-      CheckpointData ck;
-      ck.model = model.state_dict();
-      ck.optim = optim.state();
-      ck.meta_int = {{"rng_seed", 0}, {"rng_offset", 0}, {"data_shard", 0},
-                     {"data_offset", 0}, {"data_epoch", 0}, {"optim_steps", 0}};
-      load_checkpoint(path, ck);
-      auto get = [&](const char* k) {
-        for (auto& [n, v] : ck.meta_int)
-          if (n == k) return v;
-        KEEL_ASSERT(false, k);
-        return int64_t(0);
-      };
-      default_generator().set_state(uint64_t(get("rng_seed")), uint64_t(get("rng_offset")));
-      loader.set_position({get("data_shard"), get("data_offset"), get("data_epoch")});
-      optim.set_steps_taken(get("optim_steps"));
-      result.start_step = ck.step;
-      out << "resumed from " << path << " at step " << ck.step << "\n";
+      std::vector<std::pair<std::string, int64_t>> meta = {{"rng_seed", 0},   {"rng_offset", 0},
+                                                           {"data_shard", 0}, {"data_offset", 0},
+                                                           {"data_epoch", 0}, {"optim_steps", 0}};
+      int64_t step = 0;
+      if (dp) {
+        CheckpointParts ck;
+        ck.model = model_parts(false);
+        ck.optim = optim_parts(false);
+        ck.meta_int = meta;
+        load_checkpoint(path, ck, *dp);
+        meta = ck.meta_int;
+        step = ck.step;
+      } else {
+        CheckpointData ck;
+        ck.model = model.state_dict();
+        ck.optim = adamw->state();
+        ck.meta_int = meta;
+        load_checkpoint(path, ck);
+        meta = ck.meta_int;
+        step = ck.step;
+      }
+      default_generator().set_state(uint64_t(meta_value(meta, "rng_seed")),
+                                    uint64_t(meta_value(meta, "rng_offset")));
+      loader.set_position({meta_value(meta, "data_shard"), meta_value(meta, "data_offset"),
+                           meta_value(meta, "data_epoch")});
+      if (zero)
+        sharded->set_steps_taken(meta_value(meta, "optim_steps"));
+      else
+        adamw->set_steps_taken(meta_value(meta, "optim_steps"));
+      result.start_step = step;
+      out << "resumed from " << path << " at step " << step << "\n";
     }
   }
 
   std::unique_ptr<JsonlWriter> jsonl;
   std::unique_ptr<TensorBoardWriter> tb;
-  if (cfg.logging().jsonl() || cfg.logging().tensorboard()) fs::create_directories(cfg.logging().dir());
-  if (cfg.logging().jsonl()) jsonl = std::make_unique<JsonlWriter>(cfg.logging().dir() + "/metrics.jsonl");
-  if (cfg.logging().tensorboard()) tb = std::make_unique<TensorBoardWriter>(cfg.logging().dir());
+  if (lead) {
+    if (cfg.logging().jsonl() || cfg.logging().tensorboard())
+      fs::create_directories(cfg.logging().dir());
+    if (cfg.logging().jsonl())
+      jsonl = std::make_unique<JsonlWriter>(cfg.logging().dir() + "/metrics.jsonl");
+    if (cfg.logging().tensorboard()) tb = std::make_unique<TensorBoardWriter>(cfg.logging().dir());
+  }
 
   const std::string config_text = config_to_text(cfg);
   auto save = [&](int64_t step) {
-    fs::create_directories(ckpt_dir);
-    CheckpointData ck;
-    ck.step = step;
-    ck.model = model.state_dict();
-    ck.optim = optim.state();
+    if (lead) fs::create_directories(ckpt_dir);
+    if (dp) dp->barrier();  // the directory exists before any rank opens the file
     LoaderPosition pos = loader.position();
-    ck.meta_text = {{"config", config_text}, {"tokenizer", cfg.data().tokenizer()}};
-    ck.meta_int = {{"rng_seed", int64_t(default_generator().seed())},
-                   {"rng_offset", int64_t(default_generator().offset())},
-                   {"data_shard", pos.shard},
-                   {"data_offset", pos.offset},
-                   {"data_epoch", pos.epoch},
-                   {"optim_steps", optim.steps_taken()}};
+    const std::vector<std::pair<std::string, std::string>> meta_text = {
+        {"config", config_text}, {"tokenizer", cfg.data().tokenizer()}};
+    const std::vector<std::pair<std::string, int64_t>> meta_int = {
+        {"rng_seed", int64_t(default_generator().seed())},
+        {"rng_offset", int64_t(default_generator().offset())},
+        {"data_shard", pos.shard},
+        {"data_offset", pos.offset},
+        {"data_epoch", pos.epoch},
+        {"optim_steps", steps_taken()}};
     std::string path = checkpoint_path(ckpt_dir, step);
-    save_checkpoint(path, ck);
-    prune_checkpoints(ckpt_dir, cfg.checkpoint().keep_last());
+    if (dp) {
+      CheckpointParts ck;
+      ck.step = step;
+      ck.model = model_parts(true);
+      ck.optim = optim_parts(true);
+      ck.meta_text = meta_text;
+      ck.meta_int = meta_int;
+      save_checkpoint(path, ck, *dp);
+    } else {
+      CheckpointData ck;
+      ck.step = step;
+      ck.model = model.state_dict();
+      ck.optim = adamw->state();
+      ck.meta_text = meta_text;
+      ck.meta_int = meta_int;
+      save_checkpoint(path, ck);
+    }
+    if (lead) prune_checkpoints(ckpt_dir, cfg.checkpoint().keep_last());
     result.last_checkpoint = path;
     out << "saved checkpoint " << path << "\n";
   };
@@ -157,14 +273,23 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
     double loss_sum = 0;
     for (int64_t micro = 0; micro < accum; ++micro) {
       TokenBatch b = loader.next();
+      // Gradients are reduced during the last micro-step's backward only.
+      if (sync) sync->set_sync(micro == accum - 1);
       Tensor loss = loss_fn(b.inputs, b.targets);
       loss_sum += loss.item();
       (accum > 1 ? mul_scalar(loss, 1.0 / double(accum)) : loss).backward();
     }
-    const double loss = loss_sum / double(accum);
+    if (sync) sync->finish();
+    const double loss = mean_across(dp, loss_sum / double(accum));
     KEEL_CHECK(std::isfinite(loss), "training diverged: loss is ", loss, " at step ", step + 1);
-    const double norm = global_grad_norm(optim.params());
-    optim.step(lr, clip_coefficient(norm, oc.grad_clip()));
+    // Plain data parallel: every rank holds the averaged gradients, so the
+    // local norm is the global one. ZeRO: shard norms summed across ranks.
+    const double norm = zero ? sharded->grad_norm() : global_grad_norm(params);
+    const double clip = clip_coefficient(norm, oc.grad_clip());
+    if (zero)
+      sharded->step(lr, clip);
+    else
+      adamw->step(lr, clip);
     model.zero_grad();
     result.losses.push_back(loss);
     ++interval_steps;
@@ -197,7 +322,7 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
     }
     if (tc.eval_every() > 0 && cfg.data().val_files_size() > 0 &&
         (done % tc.eval_every() == 0 || done == total)) {
-      double val = evaluate(cfg, model, loss_fn, tc.eval_batches());
+      double val = evaluate(cfg, model, loss_fn, tc.eval_batches(), dp);
       result.val_losses.emplace_back(done, val);
       out << "step " << done << " | val loss " << val << std::endl;
       if (jsonl) jsonl->write({{"step", done}, {"val_loss", val}});

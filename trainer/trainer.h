@@ -2,6 +2,14 @@
 // function. It runs AdamW with warmup/decay, global-norm clipping, gradient
 // accumulation, periodic validation, progress/JSONL/TensorBoard metrics, and
 // HDF5 checkpoints from which a run resumes bit for bit.
+//
+// Data parallel: given a dp communicator, every rank trains its rows of the
+// same global batch (TokenLoader world/rank), gradients are averaged across
+// ranks in buckets overlapped with backward (GradientSync), or with
+// parallel.zero_stage = 1 reduce-scattered into a sharded AdamW (ZeRO-1);
+// clipping uses the global norm, the reported loss is the mean over ranks,
+// rank 0 alone prints and writes metrics, and checkpoints are written and
+// read collectively (parallel HDF5), so any dp size resumes any other.
 #pragma once
 
 #include <functional>
@@ -10,6 +18,7 @@
 #include <vector>
 
 #include "nn/module.h"
+#include "parallel/communicator.h"
 #include "trainer/config.h"
 
 namespace keel::trainer {
@@ -21,12 +30,16 @@ struct TrainOptions {
   std::string resume;          // "", a checkpoint path, or "auto" (latest in checkpoint.dir)
   std::ostream* out = nullptr;  // progress lines; null: std::cout
   int64_t stop_after = -1;     // >= 0: stop (and checkpoint) once this step count is reached
+  // The data-parallel group (an MPI communicator; its size must equal
+  // parallel.dp), or null for a single process. Every rank of the group
+  // calls train() with the same config and an identically initialised model.
+  parallel::Communicator* dp = nullptr;
 };
 
 struct TrainResult {
   int64_t start_step = 0;                          // steps done before this run (resume)
   int64_t end_step = 0;                            // steps done at the end
-  std::vector<double> losses;                      // training loss of each step run here
+  std::vector<double> losses;  // training loss of each step run here (mean over dp ranks)
   std::vector<std::pair<int64_t, double>> val_losses;  // (step, loss)
   std::string last_checkpoint;                     // path, or empty
 };
@@ -34,9 +47,11 @@ struct TrainResult {
 TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& loss_fn,
                   const TrainOptions& opt = {});
 
-// Mean loss over `batches` batches of the validation files (from their start).
+// Mean loss over `batches` batches of the validation files (from their
+// start). With `dp`, collective: each rank evaluates its rows of every batch
+// and all get the mean over ranks.
 double evaluate(const config::Config& cfg, nn::Module& model, const LossFn& loss_fn,
-                int64_t batches);
+                int64_t batches, parallel::Communicator* dp = nullptr);
 
 // The config a checkpoint was trained with (its /meta/config text).
 config::Config checkpoint_config(const std::string& path);

@@ -1,6 +1,7 @@
-// MPI harness smoke test, run by CTest under `mpirun -np 2`: every rank
-// builds the same tensor from the same seed, and an all-reduce of per-rank
-// values gives the expected sum. Failures on any rank fail the job.
+// MPI harness smoke test, run by CTest under mpirun (main() is shared, in
+// tests/testing/mpi_main.cpp): every rank builds the same tensor from the
+// same seed, and an all-reduce of per-rank values gives the expected sum.
+// Failures on any rank fail the job.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -11,10 +12,10 @@
 namespace keel {
 namespace {
 
-TEST(MpiSmoke, WorldHasTwoRanks) {
+TEST(MpiSmoke, WorldHasSeveralRanks) {
   int size = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  EXPECT_EQ(size, 2);
+  EXPECT_GE(size, 2);  // launched through mpirun, not as a singleton
 }
 
 TEST(MpiSmoke, SameSeedSameTensorOnEveryRank) {
@@ -34,8 +35,7 @@ TEST(MpiSmoke, AllReduceOfTensorData) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   Tensor x = full({64}, double(rank + 1));
-  MPI_Allreduce(MPI_IN_PLACE, x.data<float>(), int(x.numel()), MPI_FLOAT, MPI_SUM,
-                MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, x.data<float>(), int(x.numel()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
   double expected = size * (size + 1) / 2.0;
   for (double v : testing::to_doubles(x)) EXPECT_EQ(v, expected);
 }
@@ -56,21 +56,3 @@ TEST(MpiSmoke, CheckMacroTurnsFailuresIntoErrorsWithTheRank) {
 
 }  // namespace
 }  // namespace keel
-
-int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  keel::set_error_rank(rank);
-  ::testing::InitGoogleTest(&argc, argv);
-  // Only rank 0 prints; every rank's failures count through the reduction below.
-  if (rank != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
-  int any_failed = 0;
-  MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return any_failed;
-}
