@@ -8,7 +8,8 @@
 namespace keel {
 
 #ifdef KEEL_WITH_CUDA
-Allocator& cuda_allocator();  // core/cuda/allocator.cu
+Allocator& cuda_allocator();         // core/cuda/runtime.cu
+Allocator& cuda_pinned_allocator();  // core/cuda/runtime.cu
 void cuda_copy_bytes(void* dst, Device dst_device, const void* src, Device src_device,
                      size_t nbytes);
 #endif
@@ -46,12 +47,22 @@ Allocator& allocator_for(Device device) {
 #endif
 }
 
-Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
-  data_ = allocator_for(device).allocate(nbytes, device);
+Allocator& pinned_allocator() {
+#ifdef KEEL_WITH_CUDA
+  if (cuda_available()) return cuda_pinned_allocator();
+#endif
+  return cpu_allocator();
+}
+
+Storage::Storage(size_t nbytes, Device device) : Storage(nbytes, device, allocator_for(device)) {}
+
+Storage::Storage(size_t nbytes, Device device, Allocator& allocator)
+    : nbytes_(nbytes), device_(device), allocator_(&allocator) {
+  data_ = allocator.allocate(nbytes, device);
 }
 
 Storage::~Storage() {
-  if (data_) allocator_for(device_).deallocate(data_, nbytes_, device_);
+  if (data_) allocator_->deallocate(data_, nbytes_, device_);
 }
 
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {

@@ -1,6 +1,9 @@
 // Storage: one allocation on one device, shared by every tensor view of it.
 // Allocators are per device type; the CUDA one is a caching allocator whose
-// blocks are keyed by stream (core/cuda/), the CPU one aligns to 64 bytes.
+// blocks are keyed by stream (core/cuda/allocator.h), the CPU one aligns to
+// 64 bytes. Host memory may also come from the pinned (page-locked)
+// allocator, which CUDA copies can read and write asynchronously; a Storage
+// remembers its allocator so it is freed by the one that made it.
 #pragma once
 
 #include <cstddef>
@@ -19,10 +22,16 @@ class Allocator {
 
 Allocator& cpu_allocator();
 Allocator& allocator_for(Device device);  // throws keel::Error if unavailable
+// Page-locked host memory from a caching allocator (core/cuda/allocator.h);
+// plain host memory (cpu_allocator) in a build without CUDA or when no
+// device is visible.
+Allocator& pinned_allocator();
 
 class Storage {
  public:
   Storage(size_t nbytes, Device device);
+  // Memory from a given allocator (e.g. pinned_allocator() for host memory).
+  Storage(size_t nbytes, Device device, Allocator& allocator);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -30,11 +39,15 @@ class Storage {
   void* data() const { return data_; }
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
+  Allocator& allocator() const { return *allocator_; }
+  // Host memory from the pinned allocator (page-locked in CUDA builds).
+  bool pinned() const { return device_.is_cpu() && allocator_ != &cpu_allocator(); }
 
  private:
   void* data_ = nullptr;
   size_t nbytes_ = 0;
   Device device_;
+  Allocator* allocator_ = nullptr;
 };
 
 inline constexpr size_t kCpuAlignment = 64;

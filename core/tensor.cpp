@@ -8,6 +8,9 @@
 
 #include "core/scalar_cast.h"
 #include "core/strided.h"
+#ifdef KEEL_WITH_CUDA
+#include "core/cuda/copy.h"
+#endif
 
 namespace keel {
 
@@ -304,20 +307,8 @@ Tensor Tensor::to(DType t) const {
 
 Tensor Tensor::to(Device d) const {
   if (d == device()) return *this;
-  if (!is_contiguous() && !device().is_cpu()) {
-    // Bring the span the view covers to the host, then gather it there.
-    int64_t span = 1;
-    for (int64_t i = 0; i < dim(); ++i)
-      if (sizes()[size_t(i)] > 0) span += (sizes()[size_t(i)] - 1) * strides()[size_t(i)];
-    if (numel() == 0) span = 0;
-    Tensor host = empty({span}, dtype(), Device::cpu());
-    copy_bytes(host.raw_data(), host.device(), raw_data(), device(),
-               size_t(span) * element_size());
-    return host.as_strided(sizes(), strides(), 0).contiguous().to(d);
-  }
-  Tensor src = contiguous();
   Tensor out = empty(sizes(), dtype(), d);
-  copy_bytes(out.raw_data(), d, src.raw_data(), src.device(), size_t(numel()) * element_size());
+  out.copy_(*this);
   return out;
 }
 
@@ -342,6 +333,45 @@ static void copy_cpu(Tensor& dst, const Tensor& src) {
   });
 }
 
+#ifdef KEEL_WITH_CUDA
+// t with its broadcast (stride-0) dims cut to size 1: the elements t owns,
+// so only those are gathered and moved between devices.
+static Tensor own_elements(const Tensor& t) {
+  Tensor c = t;
+  for (int64_t d = 0; d < t.dim(); ++d)
+    if (t.stride(d) == 0 && t.size(d) > 1) c = c.narrow(d, 0, 1);
+  return c;
+}
+
+// copy_ where at least one side is a CUDA tensor. On one device the copy
+// kernel does everything; across devices src's own elements are gathered
+// densely where they are, moved as bytes, and broadcast and converted on
+// the destination's device (the host, or the copy kernel).
+static void copy_across(Tensor& dst, const Tensor& src) {
+  if (dst.device() == src.device()) {
+    cuda::copy_tensor(dst, src);
+    return;
+  }
+  if (src.dtype() == dst.dtype() && src.sizes() == dst.sizes() && src.is_contiguous() &&
+      dst.is_contiguous()) {
+    copy_bytes(dst.raw_data(), dst.device(), src.raw_data(), src.device(),
+               size_t(dst.numel()) * dst.element_size());
+    return;
+  }
+  Tensor own = own_elements(src).contiguous();  // on src's device
+  Tensor moved;
+  if (own.sizes() == dst.sizes() && own.dtype() == dst.dtype() && dst.is_contiguous()) {
+    moved = dst;  // straight into place
+  } else {
+    moved = empty(own.sizes(), own.dtype(), dst.device());
+  }
+  copy_bytes(moved.raw_data(), moved.device(), own.raw_data(), own.device(),
+             size_t(own.numel()) * own.element_size());
+  if (moved.same(dst)) return;
+  dst.copy_(moved.expand(src.sizes()));  // same device now: host loop or copy kernel
+}
+#endif
+
 void Tensor::copy_(const Tensor& src) {
   broadcast_shapes(sizes(), src.sizes(), "copy_");
   KEEL_CHECK(src.dim() <= dim() && broadcast_shapes(sizes(), src.sizes(), "copy_") == sizes(),
@@ -354,21 +384,11 @@ void Tensor::copy_(const Tensor& src) {
     });
     return;
   }
-  // Across devices: same dtype and shape, both dense; a staged copy otherwise.
-  if (src.dtype() == dtype() && src.sizes() == sizes() && src.is_contiguous() &&
-      is_contiguous()) {
-    copy_bytes(raw_data(), device(), src.raw_data(), src.device(),
-               size_t(numel()) * element_size());
-    return;
-  }
-  KEEL_CHECK(src.device().is_cpu() || device().is_cpu() || src.device() == device(),
-             "copy_: ", src.describe(), " -> ", describe(), " is not supported");
-  if (device().is_cpu()) {  // bring src to host first, then convert there
-    copy_(src.to(Device::cpu()));
-    return;
-  }
-  KEEL_FAIL("copy_: strided or converting copy into ", describe(),
-            " needs the CUDA copy kernel (CUDA backend issue); source ", src.describe());
+#ifdef KEEL_WITH_CUDA
+  copy_across(*this, src);
+#else
+  KEEL_FAIL("copy_: ", src.describe(), " -> ", describe(), " needs a CUDA build of keel");
+#endif
 }
 
 void Tensor::fill_(double value) {
@@ -385,7 +405,11 @@ void Tensor::fill_(double value) {
     });
     return;
   }
-  copy_(full(sizes(), value, dtype(), Device::cpu()));
+#ifdef KEEL_WITH_CUDA
+  cuda::fill_tensor(*this, value);
+#else
+  KEEL_FAIL("fill_: ", describe(), " needs a CUDA build of keel");
+#endif
 }
 
 template <typename T>
@@ -421,18 +445,36 @@ Tensor empty(const Shape& shape, DType dtype, Device device) {
   return Tensor(std::move(impl));
 }
 
+Tensor empty_pinned(const Shape& shape, DType dtype) {
+  for (int64_t d : shape) KEEL_CHECK(d >= 0, "empty_pinned: negative size in ", shape_str(shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(size_t(shape_numel(shape)) * dtype_size(dtype),
+                                            Device::cpu(), pinned_allocator());
+  impl->sizes = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
 Tensor zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0.0, dtype, device); }
 Tensor ones(const Shape& shape, DType dtype, Device device) { return full(shape, 1.0, dtype, device); }
 
 Tensor full(const Shape& shape, double value, DType dtype, Device device) {
-  Tensor host = empty(shape, dtype, Device::cpu());
-  host.fill_(value);
-  return host.to(device);
+  Tensor t = empty(shape, dtype, device);
+  t.fill_(value);
+  return t;
 }
 
 Tensor arange(double start, double end, double step, DType dtype, Device device) {
   KEEL_CHECK(step != 0, "arange: step is 0");
   int64_t n = std::max<int64_t>(0, int64_t(std::ceil((end - start) / step)));
+#ifdef KEEL_WITH_CUDA
+  if (device.is_cuda()) {
+    Tensor t = empty({n}, dtype, device);
+    cuda::arange_fill(t, start, step);
+    return t;
+  }
+#endif
   Tensor host = empty({n}, dtype, Device::cpu());
   KEEL_DISPATCH_ALL(dtype, {
     T* p = host.data<T>();
@@ -456,7 +498,6 @@ template Tensor from_vector<uint8_t>(const std::vector<uint8_t>&, const Shape&, 
 
 template <typename Draw>
 static Tensor random_fill(const Shape& shape, DType dtype, Device device, Draw draw) {
-  KEEL_CHECK(is_floating(dtype), "random tensors must be floating, got ", dtype_name(dtype));
   Tensor host = empty(shape, DType::F32, Device::cpu());
   float* p = host.data<float>();
   const int64_t n = host.numel();
@@ -466,15 +507,31 @@ static Tensor random_fill(const Shape& shape, DType dtype, Device device, Draw d
 }
 
 Tensor randn(const Shape& shape, Generator& gen, DType dtype, Device device) {
+  KEEL_CHECK(is_floating(dtype), "random tensors must be floating, got ", dtype_name(dtype));
   uint64_t seed = gen.seed(), off = gen.next_offset();
+#ifdef KEEL_WITH_CUDA
+  if (device.is_cuda()) {  // drawn on the device, the same values (core/cuda/philox_exact.h)
+    Tensor t = empty(shape, dtype, device);
+    cuda::randn_fill(t, seed, off);
+    return t;
+  }
+#endif
   return random_fill(shape, dtype, device,
                      [=](uint64_t i) { return philox_normal_at(seed, off, i); });
 }
 
 Tensor rand_uniform(const Shape& shape, double low, double high, Generator& gen, DType dtype,
                     Device device) {
+  KEEL_CHECK(is_floating(dtype), "random tensors must be floating, got ", dtype_name(dtype));
   uint64_t seed = gen.seed(), off = gen.next_offset();
   float lo = float(low), span = float(high - low);
+#ifdef KEEL_WITH_CUDA
+  if (device.is_cuda()) {
+    Tensor t = empty(shape, dtype, device);
+    cuda::uniform_fill(t, seed, off, lo, span);
+    return t;
+  }
+#endif
   // philox_uniform is in (0, 1]; 1 - u is in [0, 1), the usual half-open range.
   return random_fill(shape, dtype, device, [=](uint64_t i) {
     return lo + span * (1.0f - philox_uniform_at(seed, off, i));

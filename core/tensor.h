@@ -113,6 +113,10 @@ class Tensor {
 
 // ---- factories ----
 Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+// A host tensor in page-locked memory (pinned_allocator()): CUDA copies read
+// and write it without staging, and cuda::copy_async overlaps them with
+// other work. Ordinary host memory in a build without CUDA or with no device.
+Tensor empty_pinned(const Shape& shape, DType dtype = DType::F32);
 Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
 Tensor ones(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
 Tensor full(const Shape& shape, double value, DType dtype = DType::F32,

@@ -4,6 +4,8 @@
 // global gradient norm.
 #pragma once
 
+#include <vector>
+
 #include "core/tensor.h"
 
 namespace keel::kernels {
@@ -18,6 +20,15 @@ struct AdamWStep {
 
 // param f32/bf16/f16; grad same shape (any float dtype); m, v f32 moments.
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWStep& hp);
+
+// adamw_step on many tensors at once: params[i], grads[i], m[i] and v[i]
+// are checked and updated (in place, through the shared storage) as by
+// adamw_step, with one set of hyperparameters; all on one device. On CUDA
+// the tensors go to the device as one table and are updated by one launch
+// per (param dtype, grad dtype) pair present; on the CPU it is a loop.
+void adamw_step_multi(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                      const std::vector<Tensor>& m, const std::vector<Tensor>& v,
+                      const AdamWStep& hp);
 
 // sum(x^2) accumulated in double.
 double sum_squares(const Tensor& x);

@@ -11,6 +11,12 @@ void causal_conv1d_backward(const Tensor& x, const Tensor& weight, const Tensor&
                             Tensor* dweight, Tensor* dbias);
 }  // namespace cpu
 
+namespace cuda {
+void causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& y);
+void causal_conv1d_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, Tensor* dx,
+                            Tensor* dweight, Tensor* dbias);
+}  // namespace cuda
+
 namespace {
 
 void check_conv(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias) {
@@ -37,7 +43,9 @@ void check_conv(const char* op, const Tensor& x, const Tensor& weight, const Ten
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   check_conv("causal_conv1d", x, weight, bias);
   Tensor y = empty(x.sizes(), x.dtype(), x.device());  // (B, C, T)
-  on_device("causal_conv1d", x.device(), [&] { cpu::causal_conv1d(x, weight, bias, y); });
+  on_device(
+      "causal_conv1d", x.device(), [&] { cpu::causal_conv1d(x, weight, bias, y); },
+      [&] { cuda::causal_conv1d(x, weight, bias, y); });
   return y;
 }
 
@@ -56,11 +64,12 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& x, const Tensor& weight, 
   if (need_dweight) out.dweight = empty(weight.sizes(), weight.dtype(), x.device());  // (C, K)
   if (need_dbias) out.dbias = empty({x.size(1)}, weight.dtype(), x.device());         // (C)
   if (!need_dx && !need_dweight && !need_dbias) return out;
-  on_device(op, x.device(), [&] {
-    cpu::causal_conv1d_backward(x, weight, g, need_dx ? &out.dx : nullptr,
-                                need_dweight ? &out.dweight : nullptr,
-                                need_dbias ? &out.dbias : nullptr);
-  });
+  Tensor* dx = need_dx ? &out.dx : nullptr;
+  Tensor* dw = need_dweight ? &out.dweight : nullptr;
+  Tensor* db = need_dbias ? &out.dbias : nullptr;
+  on_device(
+      op, x.device(), [&] { cpu::causal_conv1d_backward(x, weight, g, dx, dw, db); },
+      [&] { cuda::causal_conv1d_backward(x, weight, g, dx, dw, db); });
   return out;
 }
 

@@ -16,6 +16,17 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const f
                             int64_t ignore_index, float smoothing, float scale, Tensor& dlogits);
 }  // namespace cpu
 
+namespace cuda {
+// As cpu::cross_entropy; synchronises the stream to read n_valid and to
+// raise keel::Error for a target out of range.
+int64_t cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                      float smoothing, Tensor& loss, float* lse);
+// dloss is read on the device, so the backward does not synchronise.
+void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const float* lse,
+                            int64_t ignore_index, float smoothing, const Tensor& dloss,
+                            int64_t n_valid, Tensor& dlogits);
+}  // namespace cuda
+
 namespace {
 
 constexpr const char* kOp = "cross_entropy";
@@ -49,10 +60,16 @@ CrossEntropyOut cross_entropy(const Tensor& logits, const Tensor& targets, int64
   out.loss = zeros({}, DType::F32, logits.device());                    // ()
   out.lse = empty(leading_shape(logits), DType::F32, logits.device());  // (...)
   if (N == 0) return out;
-  on_device(kOp, logits.device(), [&] {
-    out.n_valid = cpu::cross_entropy(lc, tc, ignore_index, float(label_smoothing), out.loss,
-                                     out.lse.data<float>());
-  });
+  on_device(
+      kOp, logits.device(),
+      [&] {
+        out.n_valid = cpu::cross_entropy(lc, tc, ignore_index, float(label_smoothing), out.loss,
+                                         out.lse.data<float>());
+      },
+      [&] {
+        out.n_valid = cuda::cross_entropy(lc, tc, ignore_index, float(label_smoothing), out.loss,
+                                          out.lse.data<float>());
+      });
   return out;
 }
 
@@ -76,11 +93,17 @@ Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const T
   Tensor tc = targets.contiguous().view({N});    // (N)
   Tensor lsec = lse.contiguous();
   Tensor dv = dlogits.view({N, V});  // (N, V), shares dlogits' storage
-  on_device(op, logits.device(), [&] {
-    const float scale = float(dloss.item() / double(n_valid));
-    cpu::cross_entropy_backward(lc, tc, lsec.data<float>(), ignore_index, float(label_smoothing),
-                                scale, dv);
-  });
+  on_device(
+      op, logits.device(),
+      [&] {
+        const float scale = float(dloss.item() / double(n_valid));
+        cpu::cross_entropy_backward(lc, tc, lsec.data<float>(), ignore_index,
+                                    float(label_smoothing), scale, dv);
+      },
+      [&] {
+        cuda::cross_entropy_backward(lc, tc, lsec.data<float>(), ignore_index,
+                                     float(label_smoothing), dloss, n_valid, dv);
+      });
   return dlogits;
 }
 

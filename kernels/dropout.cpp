@@ -9,13 +9,19 @@ namespace cpu {
 void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, Tensor& y);
 }  // namespace cpu
 
+namespace cuda {
+void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, Tensor& y);
+}  // namespace cuda
+
 namespace {
 
 Tensor masked_scale(const char* op, const Tensor& x, double p, uint64_t seed, uint64_t offset) {
   KEEL_CHECK(p >= 0.0 && p < 1.0, op, ": p must be in [0, 1), got ", p, " for ", x.describe());
   check_floating(op, x, "input");
   Tensor y = empty(x.sizes(), x.dtype(), x.device());  // x's shape, contiguous
-  on_device(op, x.device(), [&] { cpu::dropout(x, p, seed, offset, y); });
+  on_device(
+      op, x.device(), [&] { cpu::dropout(x, p, seed, offset, y); },
+      [&] { cuda::dropout(x, p, seed, offset, y); });
   return y;
 }
 

@@ -13,6 +13,14 @@ void binary_scalar(BinaryOp op, const Tensor& a, double s, bool first, Tensor& o
 void axpby(float alpha, const Tensor& a, float beta, const Tensor& b, Tensor& out);
 }  // namespace cpu
 
+namespace cuda {
+void unary(UnaryOp op, const Tensor& x, Tensor& out);
+void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx);
+void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out);
+void binary_scalar(BinaryOp op, const Tensor& a, double s, bool first, Tensor& out);
+void axpby(float alpha, const Tensor& a, float beta, const Tensor& b, Tensor& out);
+}  // namespace cuda
+
 const char* unary_name(UnaryOp op) {
   switch (op) {
     case UnaryOp::Neg: return "neg";
@@ -61,7 +69,9 @@ static void check_pair(const char* op, const Tensor& a, const Tensor& b) {
 Tensor unary(UnaryOp op, const Tensor& x) {
   check_floating(unary_name(op), x, "input");
   Tensor out = empty(x.sizes(), x.dtype(), x.device());
-  on_device(unary_name(op), x.device(), [&] { cpu::unary(op, x, out); });
+  on_device(
+      unary_name(op), x.device(), [&] { cpu::unary(op, x, out); },
+      [&] { cuda::unary(op, x, out); });
   return out;
 }
 
@@ -71,28 +81,36 @@ Tensor unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor
              " backward: shapes differ: x ", x.shape_string(), ", y ", y.shape_string(),
              ", dy ", dy.shape_string());
   Tensor dx = empty(x.sizes(), x.dtype(), x.device());
-  on_device(unary_name(op), x.device(), [&] { cpu::unary_backward(op, x, y, dy, dx); });
+  on_device(
+      unary_name(op), x.device(), [&] { cpu::unary_backward(op, x, y, dy, dx); },
+      [&] { cuda::unary_backward(op, x, y, dy, dx); });
   return dx;
 }
 
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   check_pair(binary_name(op), a, b);
   Tensor out = empty(broadcast_shape(a, b, binary_name(op)), a.dtype(), a.device());
-  on_device(binary_name(op), a.device(), [&] { cpu::binary(op, a, b, out); });
+  on_device(
+      binary_name(op), a.device(), [&] { cpu::binary(op, a, b, out); },
+      [&] { cuda::binary(op, a, b, out); });
   return out;
 }
 
 Tensor binary_scalar(BinaryOp op, const Tensor& a, double s, bool scalar_first) {
   check_floating(binary_name(op), a, "input");
   Tensor out = empty(a.sizes(), a.dtype(), a.device());
-  on_device(binary_name(op), a.device(), [&] { cpu::binary_scalar(op, a, s, scalar_first, out); });
+  on_device(
+      binary_name(op), a.device(), [&] { cpu::binary_scalar(op, a, s, scalar_first, out); },
+      [&] { cuda::binary_scalar(op, a, s, scalar_first, out); });
   return out;
 }
 
 Tensor axpby(double alpha, const Tensor& a, double beta, const Tensor& b) {
   check_pair("axpby", a, b);
   Tensor out = empty(broadcast_shape(a, b, "axpby"), a.dtype(), a.device());
-  on_device("axpby", a.device(), [&] { cpu::axpby(float(alpha), a, float(beta), b, out); });
+  on_device(
+      "axpby", a.device(), [&] { cpu::axpby(float(alpha), a, float(beta), b, out); },
+      [&] { cuda::axpby(float(alpha), a, float(beta), b, out); });
   return out;
 }
 
@@ -101,13 +119,16 @@ void add_(Tensor& dst, const Tensor& src, double alpha) {
   KEEL_CHECK(broadcast_shape(dst, src, "add_") == dst.sizes(), "add_: cannot add ",
              src.describe(), " into ", dst.describe());
   // Writing into dst while reading it elementwise at the same index is safe.
-  on_device("add_", dst.device(), [&] { cpu::axpby(1.0f, dst, float(alpha), src, dst); });
+  on_device(
+      "add_", dst.device(), [&] { cpu::axpby(1.0f, dst, float(alpha), src, dst); },
+      [&] { cuda::axpby(1.0f, dst, float(alpha), src, dst); });
 }
 
 void mul_scalar_(Tensor& dst, double s) {
   check_floating("mul_scalar_", dst, "input");
-  on_device("mul_scalar_", dst.device(),
-            [&] { cpu::binary_scalar(BinaryOp::Mul, dst, s, false, dst); });
+  on_device(
+      "mul_scalar_", dst.device(), [&] { cpu::binary_scalar(BinaryOp::Mul, dst, s, false, dst); },
+      [&] { cuda::binary_scalar(BinaryOp::Mul, dst, s, false, dst); });
 }
 
 }  // namespace keel::kernels

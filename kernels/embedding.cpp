@@ -12,6 +12,13 @@ void embedding(const Tensor& weight, const Tensor& ids, Tensor& out);
 void embedding_backward(const Tensor& dout, const Tensor& ids, Tensor& dweight);
 }  // namespace cpu
 
+namespace cuda {
+// Both check the ids on the device and synchronise the stream to report a
+// bad one.
+void embedding(const Tensor& weight, const Tensor& ids, Tensor& out);
+void embedding_backward(const Tensor& dout, const Tensor& ids, Tensor& dweight);
+}  // namespace cuda
+
 namespace {
 void check_ids(const char* op, const Tensor& ids) {
   KEEL_CHECK(ids.dtype() == DType::I32 || ids.dtype() == DType::I64, op,
@@ -28,7 +35,9 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   Shape s = ids.sizes();
   s.push_back(weight.size(1));
   Tensor out = empty(s, weight.dtype(), weight.device());  // (ids..., C)
-  on_device(op, weight.device(), [&] { cpu::embedding(weight, ids, out); });
+  on_device(
+      op, weight.device(), [&] { cpu::embedding(weight, ids, out); },
+      [&] { cuda::embedding(weight, ids, out); });
   return out;
 }
 
@@ -46,7 +55,9 @@ void embedding_backward(const Tensor& dout, const Tensor& ids, Tensor& dweight) 
   for (int64_t d = 0; d < 2; ++d)
     KEEL_CHECK(dweight.stride(d) != 0 || dweight.size(d) <= 1, op, ": dweight ", dweight.describe(),
                " is a broadcast view; its rows would alias");
-  on_device(op, dweight.device(), [&] { cpu::embedding_backward(dout, ids, dweight); });
+  on_device(
+      op, dweight.device(), [&] { cpu::embedding_backward(dout, ids, dweight); },
+      [&] { cuda::embedding_backward(dout, ids, dweight); });
 }
 
 }  // namespace keel::kernels

@@ -19,6 +19,15 @@ void scatter_add(Tensor& out, int64_t dim, const Tensor& index, const Tensor& sr
 void concat(const std::vector<Tensor>& xs, int64_t dim, Tensor& out);
 }  // namespace cpu
 
+namespace cuda {
+// Synchronises the stream to read the verdict.
+void check_index_range(const char* op, const char* noun, const Tensor& index, int64_t bound,
+                       const std::string& bound_desc);
+void gather(const Tensor& x, int64_t dim, const Tensor& index, Tensor& out);
+void scatter_add(Tensor& out, int64_t dim, const Tensor& index, const Tensor& src);
+void concat(const std::vector<Tensor>& xs, int64_t dim, Tensor& out);
+}  // namespace cuda
+
 namespace {
 
 void check_index_dtype(const char* op, const Tensor& index) {
@@ -64,10 +73,16 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
     KEEL_CHECK(k == d || index.size(k) <= x.size(k), op, ": index ", index.describe(),
                " is larger than x ", x.describe(), " in dim ", k, " (only dim ", d, " may differ)");
   Tensor out = empty(index.sizes(), x.dtype(), x.device());  // index's shape
-  on_device(op, x.device(), [&] {
-    cpu::check_index_range(op, "index", index, x.size(d), dim_desc("x", x, d));
-    cpu::gather(x, d, index, out);
-  });
+  on_device(
+      op, x.device(),
+      [&] {
+        cpu::check_index_range(op, "index", index, x.size(d), dim_desc("x", x, d));
+        cpu::gather(x, d, index, out);
+      },
+      [&] {
+        cuda::check_index_range(op, "index", index, x.size(d), dim_desc("x", x, d));
+        cuda::gather(x, d, index, out);
+      });
   return out;
 }
 
@@ -79,10 +94,16 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   Shape s = x.sizes();
   s[size_t(d)] = idx.numel();
   Tensor out = empty(s, x.dtype(), x.device());  // x's shape, L along dim
-  on_device(op, x.device(), [&] {
-    cpu::check_index_range(op, "index", idx, x.size(d), dim_desc("x", x, d));
-    cpu::gather(x, d, spread_index(idx, s, d), out);
-  });
+  on_device(
+      op, x.device(),
+      [&] {
+        cpu::check_index_range(op, "index", idx, x.size(d), dim_desc("x", x, d));
+        cpu::gather(x, d, spread_index(idx, s, d), out);
+      },
+      [&] {
+        cuda::check_index_range(op, "index", idx, x.size(d), dim_desc("x", x, d));
+        cuda::gather(x, d, spread_index(idx, s, d), out);
+      });
   return out;
 }
 
@@ -106,10 +127,16 @@ void scatter_add_(Tensor& out, int64_t dim, const Tensor& index, const Tensor& s
   }
   check_not_broadcast(op, out);
   KEEL_CHECK(out.storage() != src.storage(), op, ": out and src share memory");
-  on_device(op, out.device(), [&] {
-    cpu::check_index_range(op, "index", index, out.size(d), dim_desc("out", out, d));
-    cpu::scatter_add(out, d, index, src);
-  });
+  on_device(
+      op, out.device(),
+      [&] {
+        cpu::check_index_range(op, "index", index, out.size(d), dim_desc("out", out, d));
+        cpu::scatter_add(out, d, index, src);
+      },
+      [&] {
+        cuda::check_index_range(op, "index", index, out.size(d), dim_desc("out", out, d));
+        cuda::scatter_add(out, d, index, src);
+      });
 }
 
 void index_add_(Tensor& out, int64_t dim, const Tensor& index, const Tensor& src) {
@@ -126,10 +153,16 @@ void index_add_(Tensor& out, int64_t dim, const Tensor& index, const Tensor& src
              " for out ", out.describe(), " and index ", idx.describe());
   check_not_broadcast(op, out);
   KEEL_CHECK(out.storage() != src.storage(), op, ": out and src share memory");
-  on_device(op, out.device(), [&] {
-    cpu::check_index_range(op, "index", idx, out.size(d), dim_desc("out", out, d));
-    cpu::scatter_add(out, d, spread_index(idx, want, d), src);
-  });
+  on_device(
+      op, out.device(),
+      [&] {
+        cpu::check_index_range(op, "index", idx, out.size(d), dim_desc("out", out, d));
+        cpu::scatter_add(out, d, spread_index(idx, want, d), src);
+      },
+      [&] {
+        cuda::check_index_range(op, "index", idx, out.size(d), dim_desc("out", out, d));
+        cuda::scatter_add(out, d, spread_index(idx, want, d), src);
+      });
 }
 
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
@@ -151,7 +184,8 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
     s[size_t(d)] += x.size(d);
   }
   Tensor out = empty(s, x0.dtype(), x0.device());  // sizes summed along dim
-  on_device(op, out.device(), [&] { cpu::concat(xs, d, out); });
+  on_device(
+      op, out.device(), [&] { cpu::concat(xs, d, out); }, [&] { cuda::concat(xs, d, out); });
   return out;
 }
 

@@ -16,6 +16,13 @@ void layernorm_backward(const Tensor& dy, const Tensor& x, const float* w, const
                         const float* rstd, Tensor& dx, float* dw, float* db);
 }  // namespace cpu
 
+namespace cuda {
+void layernorm(const Tensor& x, const float* w, const float* b, float eps, Tensor& y, float* mean,
+               float* rstd);
+void layernorm_backward(const Tensor& dy, const Tensor& x, const float* w, const float* mean,
+                        const float* rstd, Tensor& dx, float* dw, float* db);
+}  // namespace cuda
+
 namespace {
 
 constexpr const char* kOp = "layernorm";
@@ -58,10 +65,16 @@ LayerNormOut layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias
   out.mean = empty(leading_shape(x), DType::F32, x.device());  // (...)
   out.rstd = empty(leading_shape(x), DType::F32, x.device());  // (...)
   if (x.numel() == 0) return out;
-  on_device(kOp, x.device(), [&] {
-    cpu::layernorm(xc, w.data<float>(), b.defined() ? b.data<float>() : nullptr, float(eps),
-                   out.y, out.mean.data<float>(), out.rstd.data<float>());
-  });
+  on_device(
+      kOp, x.device(),
+      [&] {
+        cpu::layernorm(xc, w.data<float>(), b.defined() ? b.data<float>() : nullptr, float(eps),
+                       out.y, out.mean.data<float>(), out.rstd.data<float>());
+      },
+      [&] {
+        cuda::layernorm(xc, w.data<float>(), b.defined() ? b.data<float>() : nullptr, float(eps),
+                        out.y, out.mean.data<float>(), out.rstd.data<float>());
+      });
   return out;
 }
 
@@ -85,11 +98,18 @@ LayerNormGrads layernorm_backward(const Tensor& dy, const Tensor& x, const Tenso
     if (has_bias) g.dbias = zeros({C}, DType::F32, x.device());  // (C)
   }
   if (x.numel() == 0 || (!need_dx && !need_dparams)) return g;
-  on_device(kOp, x.device(), [&] {
-    cpu::layernorm_backward(dyc, xc, w.data<float>(), m.data<float>(), r.data<float>(), g.dx,
-                            g.dweight.defined() ? g.dweight.data<float>() : nullptr,
-                            g.dbias.defined() ? g.dbias.data<float>() : nullptr);
-  });
+  float* dw = g.dweight.defined() ? g.dweight.data<float>() : nullptr;
+  float* db = g.dbias.defined() ? g.dbias.data<float>() : nullptr;
+  on_device(
+      kOp, x.device(),
+      [&] {
+        cpu::layernorm_backward(dyc, xc, w.data<float>(), m.data<float>(), r.data<float>(), g.dx,
+                                dw, db);
+      },
+      [&] {
+        cuda::layernorm_backward(dyc, xc, w.data<float>(), m.data<float>(), r.data<float>(), g.dx,
+                                 dw, db);
+      });
   return g;
 }
 

@@ -3,15 +3,30 @@
 // device.
 #include "kernels/matmul.h"
 
+#include <atomic>
 #include <climits>
 
 #include "kernels/dispatch.h"
+#include "kernels/elementwise.h"
 
 namespace keel::kernels {
 
 namespace cpu {
 void gemm(const Tensor& a, const Tensor& b, Tensor& out, double alpha, double beta);
 }  // namespace cpu
+namespace cuda {  // kernels/cuda/matmul.cu
+void gemm(const Tensor& a, const Tensor& b, Tensor& out, double alpha, double beta);
+// x (R, K), w (N, K), bias (N), y (R, N) fresh: y = [gelu_tanh](x @ w^T + bias).
+void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool gelu,
+            Tensor* pre_activation);
+}  // namespace cuda
+
+namespace {
+std::atomic<bool> g_allow_tf32{false};
+}  // namespace
+
+void set_allow_tf32(bool allow) { g_allow_tf32.store(allow, std::memory_order_relaxed); }
+bool allow_tf32() { return g_allow_tf32.load(std::memory_order_relaxed); }
 
 namespace {
 
@@ -72,7 +87,9 @@ void gemm(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a, bool tran
   KEEL_CHECK(out.storage() != a.storage() && out.storage() != b.storage(), op, ": out ",
              out.describe(), " shares memory with an input; BLAS needs them apart");
   check_blas_int(op, m, n, k);
-  on_device(op, out.device(), [&] { cpu::gemm(opa, opb, out, alpha, beta); });
+  on_device(
+      op, out.device(), [&] { cpu::gemm(opa, opb, out, alpha, beta); },
+      [&] { cuda::gemm(opa, opb, out, alpha, beta); });
 }
 
 Shape matmul_shape(const Tensor& a, const Tensor& b) {
@@ -102,31 +119,75 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return out.view(result);  // drops the dims 1-D operands were promoted with
 }
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
-  KEEL_CHECK(x.dim() >= 1 && w.dim() == 2, "linear: expected x (..., K) and w (N, K), got x ",
+namespace {
+
+void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  KEEL_CHECK(x.dim() >= 1 && w.dim() == 2, op, ": expected x (..., K) and w (N, K), got x ",
              x.describe(), " and w ", w.describe());
-  check_floating("linear", x, "x");
+  check_floating(op, x, "x");
   const int64_t k = w.size(1), n = w.size(0);
-  KEEL_CHECK(x.size(-1) == k, "linear: x ", x.describe(), " has ", x.size(-1), " features but w ",
+  KEEL_CHECK(x.size(-1) == k, op, ": x ", x.describe(), " has ", x.size(-1), " features but w ",
              w.describe(), " expects ", k);
-  KEEL_CHECK(x.dtype() == w.dtype(), "linear: dtypes differ (x ", x.describe(), ", w ",
-             w.describe(), ")");
-  check_same_device(x, w, "linear");
+  KEEL_CHECK(x.dtype() == w.dtype(), op, ": dtypes differ (x ", x.describe(), ", w ", w.describe(),
+             ")");
+  check_same_device(x, w, op);
   if (bias.defined()) {
-    KEEL_CHECK(bias.dim() == 1 && bias.size(0) == n && bias.dtype() == w.dtype(), "linear: bias ",
+    KEEL_CHECK(bias.dim() == 1 && bias.size(0) == n && bias.dtype() == w.dtype(), op, ": bias ",
                bias.describe(), " should be ", dtype_name(w.dtype()), " (", n, ",) for w ",
                w.describe());
-    check_same_device(bias, w, "linear");
+    check_same_device(bias, w, op);
   }
+  check_blas_int(op, shape_numel(Shape(x.sizes().begin(), x.sizes().end() - 1)), n, k);
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_linear("linear", x, w, bias);
+  const int64_t k = w.size(1), n = w.size(0);
   Shape lead(x.sizes().begin(), x.sizes().end() - 1);
   const int64_t rows = shape_numel(lead);
   Tensor x2 = x.reshape({rows, k});  // (R, K), a view unless x's leading dims are scattered
   Tensor y2 = empty({rows, n}, x.dtype(), x.device());  // (R, N)
-  if (bias.defined()) y2.copy_(bias);  // the GEMM adds onto the broadcast bias (beta = 1)
-  gemm(x2, w, y2, false, true, 1.0, bias.defined() ? 1.0 : 0.0);
+  if (bias.defined()) {
+    on_device(
+        "linear", x.device(),
+        [&] {
+          y2.copy_(bias);  // the GEMM adds onto the broadcast bias (beta = 1)
+          gemm(x2, w, y2, false, true, 1.0, 1.0);
+        },
+        [&] { cuda::linear(x2, w, bias, y2, false, nullptr); });  // bias in the epilogue
+  } else {
+    gemm(x2, w, y2, false, true, 1.0, 0.0);
+  }
   Shape ys = lead;
   ys.push_back(n);
   return y2.view(ys);  // (..., N)
+}
+
+Tensor linear_bias_gelu(const Tensor& x, const Tensor& w, const Tensor& bias,
+                        Tensor* pre_activation) {
+  const char* op = "linear_bias_gelu";
+  KEEL_CHECK(bias.defined(), op, ": needs a bias (use linear and unary(GeluTanh) without one)");
+  check_linear(op, x, w, bias);
+  const int64_t k = w.size(1), n = w.size(0);
+  Shape ys(x.sizes().begin(), x.sizes().end() - 1);
+  const int64_t rows = shape_numel(ys);
+  ys.push_back(n);
+  Tensor x2 = x.reshape({rows, k});  // (R, K)
+  Tensor y2, pre2;                   // (R, N) each
+  on_device(
+      op, x.device(),
+      [&] {
+        pre2 = linear(x2, w, bias);
+        y2 = unary(UnaryOp::GeluTanh, pre2);
+      },
+      [&] {
+        y2 = empty({rows, n}, x.dtype(), x.device());
+        cuda::linear(x2, w, bias, y2, true, pre_activation ? &pre2 : nullptr);
+      });
+  if (pre_activation) *pre_activation = pre2.view(ys);  // (..., N)
+  return y2.view(ys);                                   // (..., N)
 }
 
 }  // namespace keel::kernels

@@ -1,6 +1,8 @@
-// Matrix products through BLAS (OpenBLAS cblas_sgemm on the CPU): a batched,
-// broadcasting GEMM that writes into a given output (so beta = 1 accumulates
-// in place), NumPy-style matmul, and nn.Linear's y = x @ w^T + b.
+// Matrix products through BLAS (OpenBLAS cblas_sgemm on the CPU, cuBLAS and
+// cuBLASLt on CUDA: kernels/cuda/matmul.cu): a batched, broadcasting GEMM
+// that writes into a given output (so beta = 1 accumulates in place),
+// NumPy-style matmul, and nn.Linear's y = x @ w^T + b (on CUDA the bias is
+// added in cuBLASLt's epilogue).
 //
 // Transposes are folded into the BLAS call: an operand whose last two dims
 // are row-major (strides (ld, 1)) goes as NoTrans, one that is column-major
@@ -35,5 +37,19 @@ Shape matmul_shape(const Tensor& a, const Tensor& b);
 // x (..., K), w (N, K), bias (N) or undefined -> (..., N) = x @ w^T + bias,
 // one GEMM over all leading dims of x flattened.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+
+// gelu_tanh(x @ w^T + bias), bias required: the first half of a GPT MLP. On
+// CUDA one cuBLASLt call with the bias+GELU epilogue (falling back to a GEMM
+// and a GELU kernel where cuBLASLt has no algorithm); on the CPU linear()
+// then unary(GeluTanh). When `pre_activation` is given it receives
+// x @ w^T + bias (..., N), which GELU's backward needs.
+Tensor linear_bias_gelu(const Tensor& x, const Tensor& w, const Tensor& bias,
+                        Tensor* pre_activation = nullptr);
+
+// TF32 tensor cores for f32 GEMMs on CUDA (inputs rounded to 10-bit
+// mantissas, f32 accumulation): off by default, so f32 products match the
+// CPU to f32 rounding. Process-wide; the CPU path ignores it.
+void set_allow_tf32(bool allow);
+bool allow_tf32();
 
 }  // namespace keel::kernels

@@ -13,6 +13,12 @@ void var(const Tensor& x, const std::vector<int64_t>& rdims, int64_t correction,
 void max(const Tensor& x, int64_t dim, Tensor& values, Tensor& indices);
 }  // namespace cpu
 
+namespace cuda {
+void sum(const Tensor& x, const std::vector<int64_t>& rdims, double scale, Tensor& out);
+void var(const Tensor& x, const std::vector<int64_t>& rdims, int64_t correction, Tensor& out);
+void max(const Tensor& x, int64_t dim, Tensor& values, Tensor& indices);
+}  // namespace cuda
+
 std::vector<int64_t> reduce_dims(const Tensor& x, const std::vector<int64_t>& dims,
                                  const char* op) {
   std::vector<int64_t> out;
@@ -48,7 +54,9 @@ static Tensor sum_scaled(const char* op, const Tensor& x, const std::vector<int6
   for (int64_t d : rd) count *= x.size(d);
   Tensor out = empty(reduced_shape(x.sizes(), rd, keepdim), x.dtype(), x.device());
   double scale = average ? 1.0 / double(std::max<int64_t>(count, 1)) : 1.0;
-  on_device(op, x.device(), [&] { cpu::sum(x, rd, scale, out); });
+  on_device(
+      op, x.device(), [&] { cpu::sum(x, rd, scale, out); },
+      [&] { cuda::sum(x, rd, scale, out); });
   return out;
 }
 
@@ -66,7 +74,9 @@ Tensor var(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction
   KEEL_CHECK(correction >= 0, "var: correction must be >= 0, got ", correction);
   auto rd = reduce_dims(x, dims, "var");
   Tensor out = empty(reduced_shape(x.sizes(), rd, keepdim), x.dtype(), x.device());
-  on_device("var", x.device(), [&] { cpu::var(x, rd, correction, out); });
+  on_device(
+      "var", x.device(), [&] { cpu::var(x, rd, correction, out); },
+      [&] { cuda::var(x, rd, correction, out); });
   return out;
 }
 
@@ -77,7 +87,9 @@ std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
   Shape s = reduced_shape(x.sizes(), {d}, keepdim);
   Tensor values = empty(s, x.dtype(), x.device());
   Tensor indices = empty(s, DType::I64, x.device());
-  on_device("max", x.device(), [&] { cpu::max(x, d, values, indices); });
+  on_device(
+      "max", x.device(), [&] { cpu::max(x, d, values, indices); },
+      [&] { cuda::max(x, d, values, indices); });
   return {values, indices};
 }
 

@@ -15,6 +15,12 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const float* w, const f
                       Tensor& dx, float* dw);
 }  // namespace cpu
 
+namespace cuda {
+void rmsnorm(const Tensor& x, const float* w, float eps, Tensor& y, float* rstd);
+void rmsnorm_backward(const Tensor& dy, const Tensor& x, const float* w, const float* rstd,
+                      Tensor& dx, float* dw);
+}  // namespace cuda
+
 namespace {
 
 constexpr const char* kOp = "rmsnorm";
@@ -45,9 +51,10 @@ RmsNormOut rmsnorm(const Tensor& x, const Tensor& weight, double eps) {
   out.y = empty(x.sizes(), x.dtype(), x.device());             // (..., C)
   out.rstd = empty(leading_shape(x), DType::F32, x.device());  // (...)
   if (x.numel() == 0) return out;
-  on_device(kOp, x.device(), [&] {
-    cpu::rmsnorm(xc, w.data<float>(), float(eps), out.y, out.rstd.data<float>());
-  });
+  on_device(
+      kOp, x.device(),
+      [&] { cpu::rmsnorm(xc, w.data<float>(), float(eps), out.y, out.rstd.data<float>()); },
+      [&] { cuda::rmsnorm(xc, w.data<float>(), float(eps), out.y, out.rstd.data<float>()); });
   return out;
 }
 
@@ -67,10 +74,11 @@ RmsNormGrads rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w
   if (need_dx) g.dx = empty(x.sizes(), x.dtype(), x.device());      // (..., C)
   if (need_dweight) g.dweight = zeros({C}, DType::F32, x.device());  // (C)
   if (x.numel() == 0 || (!need_dx && !need_dweight)) return g;
-  on_device(kOp, x.device(), [&] {
-    cpu::rmsnorm_backward(dyc, xc, w.data<float>(), r.data<float>(), g.dx,
-                          g.dweight.defined() ? g.dweight.data<float>() : nullptr);
-  });
+  float* dw = g.dweight.defined() ? g.dweight.data<float>() : nullptr;
+  on_device(
+      kOp, x.device(),
+      [&] { cpu::rmsnorm_backward(dyc, xc, w.data<float>(), r.data<float>(), g.dx, dw); },
+      [&] { cuda::rmsnorm_backward(dyc, xc, w.data<float>(), r.data<float>(), g.dx, dw); });
   return g;
 }
 

@@ -16,6 +16,12 @@ void softmax_backward(const Tensor& y, const Tensor& dy, int64_t outer, int64_t 
                       bool log, Tensor& dx);
 }  // namespace cpu
 
+namespace cuda {
+void softmax(const Tensor& x, int64_t outer, int64_t n, int64_t inner, bool log, Tensor& y);
+void softmax_backward(const Tensor& y, const Tensor& dy, int64_t outer, int64_t n, int64_t inner,
+                      bool log, Tensor& dx);
+}  // namespace cuda
+
 namespace {
 
 struct RowLayout {
@@ -43,7 +49,9 @@ Tensor forward(const char* op, const Tensor& x, int64_t dim, bool log) {
   Tensor xc = x.contiguous();
   Tensor y = empty(x.sizes(), x.dtype(), x.device());  // same shape as x
   if (x.numel() == 0) return y;
-  on_device(op, x.device(), [&] { cpu::softmax(xc, L.outer, L.n, L.inner, log, y); });
+  on_device(
+      op, x.device(), [&] { cpu::softmax(xc, L.outer, L.n, L.inner, log, y); },
+      [&] { cuda::softmax(xc, L.outer, L.n, L.inner, log, y); });
   return y;
 }
 
@@ -56,8 +64,9 @@ Tensor backward(const char* op, const Tensor& y, const Tensor& dy, int64_t dim, 
   Tensor yc = y.contiguous(), dyc = dy.contiguous();
   Tensor dx = empty(y.sizes(), y.dtype(), y.device());  // same shape as y
   if (y.numel() == 0) return dx;
-  on_device(op, y.device(),
-            [&] { cpu::softmax_backward(yc, dyc, L.outer, L.n, L.inner, log, dx); });
+  on_device(
+      op, y.device(), [&] { cpu::softmax_backward(yc, dyc, L.outer, L.n, L.inner, log, dx); },
+      [&] { cuda::softmax_backward(yc, dyc, L.outer, L.n, L.inner, log, dx); });
   return dx;
 }
 
