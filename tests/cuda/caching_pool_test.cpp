@@ -242,6 +242,7 @@ TEST(CachingPool, OutOfMemoryFreesTheCacheAndRetries) {
 TEST(CachingPool, ForeignPointerAborts) {
   FakeDevice dev(8 * kMiB);
   CachingPool pool(dev);
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // OpenMP/BLAS threads may exist
   int x = 0;
   EXPECT_DEATH(pool.deallocate(&x), "did not allocate");
 }
