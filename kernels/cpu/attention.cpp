@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/scalar_cast.h"
+#include "kernels/cpu/vec_math.h"
 #include "kernels/dispatch.h"
 
 namespace keel::kernels {
@@ -25,40 +26,8 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// exp(x) in f32 for the softmax loops, whose arguments are <= 0 (scores
-// minus the row max or the lse): libm's expf does not vectorize without
-// -ffast-math, and the softmax takes one exp per score. Cephes' expf: x =
-// n ln2 + r with |r| <= ln2/2, exp(r) by a polynomial (within 1 ulp), and 2^n
-// built in the exponent bits. No float compares or selects (under the default
-// -ftrapping-math GCC will not vectorize them): arguments below -87.34,
-// including -inf (masked scores), are zeroed through an integer mask on the
-// bits; NaN stays NaN. Arguments above 88 would overflow and are not expected.
-inline float exp_f32(float x) {
-  constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  constexpr uint32_t kUnderflow = std::bit_cast<uint32_t>(-87.33654f);
-  constexpr uint32_t kMinusInf = std::bit_cast<uint32_t>(-std::numeric_limits<float>::infinity());
-  const float big = x * kLog2e + kRound;
-  const float n = big - kRound;
-  const float r = (x - n * kLn2Hi) - n * kLn2Lo;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  // round(x / ln2) sits in big's low mantissa bits; unsigned arithmetic keeps
-  // out-of-range inputs defined (they are masked below).
-  const uint32_t e = std::bit_cast<uint32_t>(big) - std::bit_cast<uint32_t>(kRound) + 127u;
-  const float y = p * std::bit_cast<float>(e << 23);
-  // Negative floats order by their bits as unsigned: x < -87.34 (down to
-  // -inf, NaN excluded) is a bit range.
-  const uint32_t xb = std::bit_cast<uint32_t>(x);
-  const bool under = xb > kUnderflow && xb <= kMinusInf;
-  return std::bit_cast<float>(std::bit_cast<uint32_t>(y) & (under ? 0u : ~0u));
-}
+// libm-free exp for the softmax loops (arguments are scores minus a max).
+using cpu::exp_nonpositive;
 
 // One (B, H, T, D) operand: element pointer and strides.
 template <typename T>
@@ -162,11 +131,11 @@ void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, bool causal
           float mx = m[size_t(i)];
 #pragma omp simd reduction(max : mx)
           for (int64_t j = 0; j < nj; ++j) mx = std::max(mx, si[j]);
-          const float alpha = exp_f32(m[size_t(i)] - mx);
+          const float alpha = exp_nonpositive(m[size_t(i)] - mx);
           float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
           for (int64_t j = 0; j < nj; ++j) {
-            float p = exp_f32(si[j] - mx);
+            float p = exp_nonpositive(si[j] - mx);
             si[j] = p;
             sum += p;
           }
@@ -303,7 +272,7 @@ class Backward {
       float* pi = p + i * nj;
       const float li = lse[i];
 #pragma omp simd
-      for (int64_t j = 0; j < nj; ++j) pi[j] = exp_f32(pi[j] - li);
+      for (int64_t j = 0; j < nj; ++j) pi[j] = exp_nonpositive(pi[j] - li);
     }
     // dv += P^T dout
     if (dv_blk)

@@ -10,11 +10,15 @@
 
 #include "core/scalar_cast.h"
 #include "core/strided.h"
+#include "kernels/cpu/vec_math.h"
 #include "kernels/dispatch.h"
 
 namespace keel::kernels {
 
 namespace {
+
+// Every exp here takes a value minus its row max or log-sum-exp (<= 0).
+using cpu::exp_nonpositive;
 
 // Runs serially before any parallel loop: an exception must not leave an
 // OpenMP region.
@@ -52,7 +56,7 @@ int64_t forward(const Tensor& logits, const Tensor& targets, int64_t ignore_inde
 #pragma omp simd reduction(+ : se, sd)
     for (int64_t i = 0; i < V; ++i) {
       float d = load_f32(xr[i]) - m;
-      se += std::exp(d);
+      se += exp_nonpositive(d);
       sd += d;
     }
     const float log_se = std::log(se);
@@ -94,9 +98,9 @@ void backward(const Tensor& logits, const Tensor& targets, const float* lse, int
     const float l = lse[r];
 #pragma omp simd
     for (int64_t i = 0; i < V; ++i)
-      dr[i] = store_f32<T>((std::exp(load_f32(xr[i]) - l) - off) * scale);
+      dr[i] = store_f32<T>((exp_nonpositive(load_f32(xr[i]) - l) - off) * scale);
     // The target's term is recomputed rather than patched, so bf16/f16 round once.
-    dr[tr] = store_f32<T>((std::exp(load_f32(xr[tr]) - l) - off - (1.0f - eps)) * scale);
+    dr[tr] = store_f32<T>((exp_nonpositive(load_f32(xr[tr]) - l) - off - (1.0f - eps)) * scale);
   }
 }
 

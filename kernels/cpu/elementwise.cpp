@@ -7,6 +7,7 @@
 
 #include "core/scalar_cast.h"
 #include "core/strided.h"
+#include "kernels/cpu/vec_math.h"
 #include "kernels/dispatch.h"
 #include "kernels/elementwise.h"
 
@@ -14,45 +15,14 @@ namespace keel::kernels {
 
 namespace {
 
+using cpu::exp_nonpositive;
+
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kInvSqrt2 = 0.7071067811865476f;
 constexpr float kInvSqrt2Pi = 0.3989422804014327f;
 
 inline float sigmoidf(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
-// exp(x) for x <= 0 in plain arithmetic, so `omp simd` loops vectorise it:
-// without -ffast-math GCC calls libm's scalar expf (and tanhf) per element,
-// which made GELU-tanh a third of a small GPT's training step
-// (bench/README.md). The same Cephes expf as kernels/cpu/attention.cpp's
-// exp_f32: x = n ln2 + r with |r| <= ln2 / 2, a polynomial for exp(r)
-// (within 1 ulp), 2^n in the exponent bits. No float compares or selects
-// (under the default -ftrapping-math GCC will not vectorize them): x below
-// -87.34, down to -inf, gives 0 through an integer mask; NaN stays NaN.
-inline float exp_nonpositive(float x) {
-  constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  constexpr uint32_t kUnderflow = std::bit_cast<uint32_t>(-87.33654f);
-  constexpr uint32_t kMinusInf = std::bit_cast<uint32_t>(-std::numeric_limits<float>::infinity());
-  const float big = x * kLog2e + kRound;
-  const float n = big - kRound;
-  const float r = (x - n * kLn2Hi) - n * kLn2Lo;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  // round(x / ln2) sits in big's low mantissa bits; unsigned arithmetic keeps
-  // out-of-range inputs defined (they are masked below).
-  const uint32_t e = std::bit_cast<uint32_t>(big) - std::bit_cast<uint32_t>(kRound) + 127u;
-  const float y = p * std::bit_cast<float>(e << 23);
-  // Negative floats order by their bits as unsigned: x < -87.34 is a bit range.
-  const uint32_t xb = std::bit_cast<uint32_t>(x);
-  const bool under = xb > kUnderflow && xb <= kMinusInf;
-  return std::bit_cast<float>(std::bit_cast<uint32_t>(y) & (under ? 0u : ~0u));
-}
 
 // The GELU-tanh gate 0.5 (1 + tanh(u)) = sigmoid(2u) = 1 / (1 + exp(z)),
 // z = -2u, with one exp_nonpositive and no float compare: for w = exp(-|z|)

@@ -12,11 +12,15 @@
 
 #include "core/scalar_cast.h"
 #include "core/strided.h"
+#include "kernels/cpu/vec_math.h"
 #include "kernels/dispatch.h"
 
 namespace keel::kernels {
 
 namespace {
+
+// Every exp here takes a value minus its row max or log-sum-exp (<= 0).
+using cpu::exp_nonpositive;
 
 // Columns handled together on the non-last-dim path: wide enough for a few
 // SIMD registers, small enough that the per-lane arrays stay on the stack.
@@ -38,7 +42,7 @@ void forward_rows(const T* x, T* y, int64_t rows, int64_t n) {
       // f32 output can hold exp(x - m) between passes, saving a second exp.
 #pragma omp simd reduction(+ : s)
       for (int64_t i = 0; i < n; ++i) {
-        float e = std::exp(xr[i] - m);
+        float e = exp_nonpositive(xr[i] - m);
         yr[i] = e;
         s += e;
       }
@@ -47,7 +51,7 @@ void forward_rows(const T* x, T* y, int64_t rows, int64_t n) {
       for (int64_t i = 0; i < n; ++i) yr[i] *= inv;
     } else {
 #pragma omp simd reduction(+ : s)
-      for (int64_t i = 0; i < n; ++i) s += std::exp(load_f32(xr[i]) - m);
+      for (int64_t i = 0; i < n; ++i) s += exp_nonpositive(load_f32(xr[i]) - m);
       if constexpr (Log) {
         // (x - m) - log(s), not x - (m + log(s)): x - m is exact near the max.
         const float log_s = std::log(s);
@@ -56,7 +60,7 @@ void forward_rows(const T* x, T* y, int64_t rows, int64_t n) {
       } else {
         const float inv = 1.0f / s;
 #pragma omp simd
-        for (int64_t i = 0; i < n; ++i) yr[i] = store_f32<T>(std::exp(load_f32(xr[i]) - m) * inv);
+        for (int64_t i = 0; i < n; ++i) yr[i] = store_f32<T>(exp_nonpositive(load_f32(xr[i]) - m) * inv);
       }
     }
   }
@@ -82,7 +86,7 @@ void forward_cols(const T* x, T* y, int64_t outer, int64_t n, int64_t inner) {
     for (int64_t j = 0; j < n; ++j) {
       const T* xr = xb + j * inner;
 #pragma omp simd
-      for (int64_t l = 0; l < w; ++l) s[l] += std::exp(load_f32(xr[l]) - m[l]);
+      for (int64_t l = 0; l < w; ++l) s[l] += exp_nonpositive(load_f32(xr[l]) - m[l]);
     }
     // s becomes what the write pass needs: log(sum) or 1/sum.
     for (int64_t l = 0; l < w; ++l) s[l] = Log ? std::log(s[l]) : 1.0f / s[l];
@@ -92,7 +96,7 @@ void forward_cols(const T* x, T* y, int64_t outer, int64_t n, int64_t inner) {
 #pragma omp simd
       for (int64_t l = 0; l < w; ++l) {
         float d = load_f32(xr[l]) - m[l];
-        yr[l] = store_f32<T>(Log ? d - s[l] : std::exp(d) * s[l]);
+        yr[l] = store_f32<T>(Log ? d - s[l] : exp_nonpositive(d) * s[l]);
       }
     }
   }
@@ -114,7 +118,7 @@ void backward_rows(const T* y, const T* dy, T* dx, int64_t rows, int64_t n) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
       float yv = load_f32(yr[i]), g = load_f32(gr[i]);
-      dr[i] = store_f32<T>(Log ? g - std::exp(yv) * acc : yv * (g - acc));
+      dr[i] = store_f32<T>(Log ? g - exp_nonpositive(yv) * acc : yv * (g - acc));
     }
   }
 }
@@ -144,7 +148,7 @@ void backward_cols(const T* y, const T* dy, T* dx, int64_t outer, int64_t n, int
 #pragma omp simd
       for (int64_t l = 0; l < w; ++l) {
         float yv = load_f32(yr[l]), g = load_f32(gr[l]);
-        dr[l] = store_f32<T>(Log ? g - std::exp(yv) * acc[l] : yv * (g - acc[l]));
+        dr[l] = store_f32<T>(Log ? g - exp_nonpositive(yv) * acc[l] : yv * (g - acc[l]));
       }
     }
   }
