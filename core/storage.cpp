@@ -2,6 +2,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
+#include <map>
+#include <mutex>
 
 #include "core/error.h"
 
@@ -15,15 +18,77 @@ void cuda_copy_bytes(void* dst, Device dst_device, const void* src, Device src_d
 #endif
 
 namespace {
+
+// Host memory. Blocks of kCacheMin bytes or more are kept when freed and
+// handed out again for a request of the same rounded size: a training step
+// allocates the same large activations every step, and returning them to
+// the OS (glibc unmaps big blocks) made every step page-fault and zero them
+// afresh, a quarter of a small GPT's step (bench/README.md). The cache is
+// bounded; past kCacheMax bytes the oldest cached blocks are released.
 class CpuAllocator final : public Allocator {
  public:
+  static constexpr size_t kCacheMin = size_t(1) << 20;
+  static constexpr size_t kCacheMax = size_t(4) << 30;
+  static constexpr size_t kPage = 4096;
+
+  ~CpuAllocator() override {
+    for (auto& [size, p] : free_) std::free(p);
+  }
+
   void* allocate(size_t nbytes, Device) override {
-    size_t rounded = (nbytes + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment;
-    void* p = std::aligned_alloc(kCpuAlignment, rounded == 0 ? kCpuAlignment : rounded);
+    const size_t size = rounded(nbytes);
+    if (size >= kCacheMin) {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(size);
+      if (it != free_.end()) {
+        void* p = it->second;
+        free_.erase(it);
+        cached_ -= size;
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(kCpuAlignment, size);
+    if (!p && size >= kCacheMin) {  // give the cache back and try once more
+      release_all();
+      p = std::aligned_alloc(kCpuAlignment, size);
+    }
     KEEL_CHECK(p != nullptr, "out of host memory: asked for ", nbytes, " bytes");
     return p;
   }
-  void deallocate(void* ptr, size_t, Device) override { std::free(ptr); }
+
+  void deallocate(void* ptr, size_t nbytes, Device) override {
+    const size_t size = rounded(nbytes);
+    if (size < kCacheMin) {
+      std::free(ptr);
+      return;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.emplace(size, ptr);
+    cached_ += size;
+    while (cached_ > kCacheMax && !free_.empty()) {  // drop the largest blocks first
+      auto last = std::prev(free_.end());
+      cached_ -= last->first;
+      std::free(last->second);
+      free_.erase(last);
+    }
+  }
+
+ private:
+  static size_t rounded(size_t nbytes) {
+    if (nbytes == 0) return kCpuAlignment;
+    const size_t unit = nbytes >= kCacheMin ? kPage : kCpuAlignment;
+    return (nbytes + unit - 1) / unit * unit;
+  }
+  void release_all() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [size, p] : free_) std::free(p);
+    free_.clear();
+    cached_ = 0;
+  }
+
+  std::mutex mu_;
+  std::multimap<size_t, void*> free_;  // rounded size -> block
+  size_t cached_ = 0;
 };
 }  // namespace
 

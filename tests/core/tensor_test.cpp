@@ -31,6 +31,22 @@ TEST(Tensor, FactoriesAndShapes) {
   EXPECT_EQ(reinterpret_cast<uintptr_t>(empty({3}).raw_data()) % kCpuAlignment, 0u);
 }
 
+TEST(Allocator, LargeHostBlocksAreReusedAndSmallOnesAligned) {
+  void* first = nullptr;
+  {
+    Tensor big = empty({1 << 20});  // 4 MiB: cached when freed
+    first = big.raw_data();
+  }
+  Tensor again = empty({1 << 20});
+  EXPECT_EQ(again.raw_data(), first);
+  Tensor other = empty({(1 << 20) + 4096});  // another size: a new block
+  EXPECT_NE(other.raw_data(), first);
+  for (int64_t n : {1, 3, 17, 1000, 300000}) {
+    Tensor t = empty({n});
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw_data()) % kCpuAlignment, 0u) << n;
+  }
+}
+
 TEST(Tensor, TransposeIsAViewAndContiguousCopies) {
   Tensor x = iota({2, 3});
   Tensor t = x.transpose(0, 1);
