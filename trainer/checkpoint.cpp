@@ -30,213 +30,13 @@
 
 #include "parallel/communicator.h"
 #include "parallel/data_parallel.h"
+#include "trainer/hdf5_util.h"
 
 namespace keel::trainer {
 namespace {
 
 namespace fs = std::filesystem;
-
-// ---- HDF5 plumbing -----------------------------------------------------------
-
-// Silences HDF5's automatic error printing for the lifetime of the guard; we
-// report failures ourselves and restore whatever handler was installed.
-class QuietHdf5Errors {
- public:
-  QuietHdf5Errors() {
-    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  }
-  ~QuietHdf5Errors() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
-  QuietHdf5Errors(const QuietHdf5Errors&) = delete;
-  QuietHdf5Errors& operator=(const QuietHdf5Errors&) = delete;
-
- private:
-  H5E_auto2_t func_ = nullptr;
-  void* data_ = nullptr;
-};
-
-herr_t collect_error(unsigned n, const H5E_error2_t* err, void* out) {
-  auto* descs = static_cast<std::vector<std::string>*>(out);
-  if (n < 3 && err->desc != nullptr && err->desc[0] != '\0') descs->emplace_back(err->desc);
-  return 0;
-}
-
-// HDF5's most specific error descriptions, then the stack is cleared so the
-// next failure starts clean.
-std::string hdf5_detail() {
-  std::vector<std::string> descs;
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, collect_error, &descs);
-  H5Eclear2(H5E_DEFAULT);
-  if (descs.empty()) return "";
-  std::string out = " (HDF5: ";
-  for (size_t i = 0; i < descs.size(); ++i) out += (i ? "; " : "") + descs[i];
-  return out + ")";
-}
-
-class Handle {
- public:
-  using Closer = herr_t (*)(hid_t);
-  Handle() = default;
-  Handle(hid_t id, Closer closer) : id_(id), closer_(closer) {}
-  Handle(Handle&& o) noexcept : id_(o.id_), closer_(o.closer_) { o.id_ = -1; }
-  Handle& operator=(Handle&& o) noexcept {
-    if (this != &o) {
-      reset();
-      id_ = o.id_;
-      closer_ = o.closer_;
-      o.id_ = -1;
-    }
-    return *this;
-  }
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-  ~Handle() { reset(); }
-
-  hid_t get() const { return id_; }
-  // Closes now and reports whether HDF5 succeeded (closing a file flushes it).
-  bool close() {
-    herr_t rc = id_ >= 0 ? closer_(id_) : 0;
-    id_ = -1;
-    return rc >= 0;
-  }
-
- private:
-  void reset() {
-    if (id_ >= 0) closer_(id_);
-    id_ = -1;
-  }
-  hid_t id_ = -1;
-  Closer closer_ = nullptr;
-};
-
-// Wraps a freshly returned id, or raises naming what was attempted.
-Handle checked(hid_t id, Handle::Closer closer, const std::string& file, const std::string& what) {
-  if (id < 0) KEEL_FAIL("checkpoint ", file, ": ", what, " failed", hdf5_detail());
-  return Handle(id, closer);
-}
-
-void check_rc(herr_t rc, const std::string& file, const std::string& what) {
-  if (rc < 0) KEEL_FAIL("checkpoint ", file, ": ", what, " failed", hdf5_detail());
-}
-
-std::vector<hsize_t> to_hsize(const Shape& s) { return std::vector<hsize_t>(s.begin(), s.end()); }
-
-// Rank 0 is HDF5's scalar dataspace; zero-length dimensions are allowed.
-Handle make_space(const Shape& shape, const std::string& file) {
-  if (shape.empty()) return checked(H5Screate(H5S_SCALAR), H5Sclose, file, "H5Screate");
-  auto dims = to_hsize(shape);
-  return checked(H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose, file,
-                 "H5Screate_simple");
-}
-
-Handle string_type(size_t size, const std::string& file) {
-  Handle t = checked(H5Tcopy(H5T_C_S1), H5Tclose, file, "H5Tcopy");
-  check_rc(H5Tset_size(t.get(), std::max<size_t>(size, 1)), file, "H5Tset_size");
-  check_rc(H5Tset_strpad(t.get(), H5T_STR_NULLPAD), file, "H5Tset_strpad");
-  check_rc(H5Tset_cset(t.get(), H5T_CSET_UTF8), file, "H5Tset_cset");
-  return t;
-}
-
-bool link_exists(hid_t loc, const std::string& path) {
-  // H5Lexists needs every intermediate link to exist, so test prefix by prefix.
-  size_t pos = 0;
-  while (true) {
-    size_t next = path.find('/', pos + 1);
-    std::string prefix = path.substr(0, next);
-    if (prefix != "/" && H5Lexists(loc, prefix.c_str(), H5P_DEFAULT) <= 0) return false;
-    if (next == std::string::npos) return true;
-    pos = next;
-  }
-}
-
-// ---- dtypes --------------------------------------------------------------------
-
-// Half types are widened to f32 in the file (and in memory on the way there).
-DType stored_dtype(DType t) { return (t == DType::BF16 || t == DType::F16) ? DType::F32 : t; }
-
-hid_t mem_type(DType t) {
-  switch (stored_dtype(t)) {
-    case DType::F32:
-      return H5T_NATIVE_FLOAT;
-    case DType::I32:
-      return H5T_NATIVE_INT32;
-    case DType::I64:
-      return H5T_NATIVE_INT64;
-    case DType::U8:
-      return H5T_NATIVE_UINT8;
-    default:
-      break;
-  }
-  KEEL_ASSERT(false, "no HDF5 memory type for ", dtype_name(t));
-  return -1;
-}
-
-hid_t file_type(DType t) {
-  switch (stored_dtype(t)) {
-    case DType::F32:
-      return H5T_IEEE_F32LE;
-    case DType::I32:
-      return H5T_STD_I32LE;
-    case DType::I64:
-      return H5T_STD_I64LE;
-    case DType::U8:
-      return H5T_STD_U8LE;
-    default:
-      break;
-  }
-  KEEL_ASSERT(false, "no HDF5 file type for ", dtype_name(t));
-  return -1;
-}
-
-// ---- attributes -----------------------------------------------------------------
-
-void write_attr_int(hid_t obj, const char* name, int64_t value, const std::string& file) {
-  Handle space = make_space({}, file);
-  Handle attr = checked(H5Acreate2(obj, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
-                        H5Aclose, file, std::string("creating attribute ") + name);
-  check_rc(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value), file,
-           std::string("writing attribute ") + name);
-}
-
-bool attr_exists(hid_t obj, const char* name) { return H5Aexists(obj, name) > 0; }
-
-int64_t read_attr_int(hid_t obj, const char* name, const std::string& file) {
-  Handle attr = checked(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose, file,
-                        std::string("opening attribute ") + name);
-  Handle type = checked(H5Aget_type(attr.get()), H5Tclose, file, "H5Aget_type");
-  KEEL_CHECK(H5Tget_class(type.get()) == H5T_INTEGER, "checkpoint ", file, ": attribute '", name,
-             "' is not an integer");
-  int64_t value = 0;
-  check_rc(H5Aread(attr.get(), H5T_NATIVE_INT64, &value), file,
-           std::string("reading attribute ") + name);
-  return value;
-}
-
-void write_attr_text(hid_t obj, const char* name, const std::string& text,
-                     const std::string& file) {
-  Handle type = string_type(text.size(), file);
-  Handle space = make_space({}, file);
-  Handle attr = checked(H5Acreate2(obj, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
-                        H5Aclose, file, std::string("creating attribute ") + name);
-  std::string buf = text.empty() ? std::string(1, '\0') : text;
-  check_rc(H5Awrite(attr.get(), type.get(), buf.data()), file,
-           std::string("writing attribute ") + name);
-}
-
-std::string read_attr_text(hid_t obj, const char* name, const std::string& file) {
-  Handle attr = checked(H5Aopen(obj, name, H5P_DEFAULT), H5Aclose, file,
-                        std::string("opening attribute ") + name);
-  Handle ftype = checked(H5Aget_type(attr.get()), H5Tclose, file, "H5Aget_type");
-  KEEL_CHECK(H5Tget_class(ftype.get()) == H5T_STRING && H5Tis_variable_str(ftype.get()) == 0,
-             "checkpoint ", file, ": attribute '", name, "' is not a fixed-length string");
-  size_t size = H5Tget_size(ftype.get());
-  Handle mtype = string_type(size, file);
-  std::string buf(size, '\0');
-  check_rc(H5Aread(attr.get(), mtype.get(), buf.data()), file,
-           std::string("reading attribute ") + name);
-  buf.erase(buf.find_last_not_of('\0') + 1);
-  return buf;
-}
+using namespace hdf5;  // NOLINT: the plumbing this file is built on
 
 // ---- tensors ---------------------------------------------------------------------
 
@@ -702,27 +502,8 @@ void fsync_path(const std::string& p, bool directory, const std::string& path) {
     KEEL_FAIL("checkpoint ", path, ": fsync of ", p, " failed: ", std::strerror(err));
 }
 
-const std::regex& checkpoint_name_re() {
-  static const std::regex re(R"(step_(\d{8,18})\.h5)");
-  return re;
-}
 
 // (step, path) of every file in `dir` named like a checkpoint, newest first.
-std::vector<std::pair<int64_t, std::string>> list_checkpoint_files(const std::string& dir) {
-  std::vector<std::pair<int64_t, std::string>> out;
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return out;
-  for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    std::string name = entry.path().filename().string();
-    std::smatch m;
-    if (!std::regex_match(name, m, checkpoint_name_re())) continue;
-    if (!entry.is_regular_file(ec)) continue;
-    out.emplace_back(std::stoll(m[1].str()), entry.path().string());
-  }
-  KEEL_CHECK(!ec, "checkpoint directory ", dir, ": cannot list: ", ec.message());
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a > b; });
-  return out;
-}
 
 template <typename Info>
 herr_t collect_link(hid_t, const char* name, const Info*, void* out) {
@@ -1069,17 +850,7 @@ std::vector<TensorInfo> list_checkpoint(const std::string& path) {
   return out;
 }
 
-std::string checkpoint_path(const std::string& dir, int64_t step) {
-  KEEL_CHECK(step >= 0, "checkpoint_path: step must be >= 0, got ", step);
-  char name[40];
-  std::snprintf(name, sizeof(name), "step_%08lld.h5", static_cast<long long>(step));
-  return (fs::path(dir) / name).string();
-}
 
-std::string latest_checkpoint(const std::string& dir) {
-  auto files = list_checkpoint_files(dir);
-  return files.empty() ? std::string() : files.front().second;
-}
 
 bool is_complete_checkpoint(const std::string& path) {
   QuietHdf5Errors quiet;
@@ -1091,19 +862,5 @@ bool is_complete_checkpoint(const std::string& path) {
   }
 }
 
-void prune_checkpoints(const std::string& dir, int64_t keep_last) {
-  KEEL_CHECK(keep_last >= 1, "prune_checkpoints: keep_last must be >= 1, got ", keep_last);
-  int64_t kept = 0;
-  for (const auto& [step, file] : list_checkpoint_files(dir)) {
-    if (!is_complete_checkpoint(file)) continue;
-    if (kept < keep_last) {
-      ++kept;
-      continue;
-    }
-    std::error_code ec;
-    fs::remove(file, ec);
-    KEEL_CHECK(!ec, "prune_checkpoints: cannot delete ", file, ": ", ec.message());
-  }
-}
 
 }  // namespace keel::trainer
