@@ -104,6 +104,22 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
 Tensor dropout(const Tensor& x, double p, bool training);  // default generator
 
+// While alive on this thread, dropout draws its mask as shard `index` of
+// `count` equal shards of a tensor `count` times larger: element i of x is
+// element index * numel(x) + i of the serial tensor. A data-parallel rank
+// that holds rows [r*n, (r+1)*n) of the serial batch thereby draws exactly
+// the serial run's mask for every batch-leading activation.
+class DropoutShardGuard {
+ public:
+  DropoutShardGuard(int64_t index, int64_t count);
+  ~DropoutShardGuard();
+  DropoutShardGuard(const DropoutShardGuard&) = delete;
+  DropoutShardGuard& operator=(const DropoutShardGuard&) = delete;
+
+ private:
+  int64_t prev_index_, prev_count_;
+};
+
 // ---- attention (autograd/attention.cpp) ----
 // q, k, v (B, H, T, D) -> (out (B, H, T, D), lse (B, H, T) f32).
 // scale defaults to 1/sqrt(D) when <= 0.

@@ -268,6 +268,9 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
   const auto run_start = Clock::now();
   int64_t interval_steps = 0;
   int64_t step = result.start_step;
+  // This rank's rows are shard dp_rank of the serial batch: dropout draws
+  // the serial run's mask for them, so dp runs match serial ones.
+  DropoutShardGuard dropout_shard(dp_rank, dp_size);
   for (; step < end; ++step) {
     const double lr = schedule.at(step);
     double loss_sum = 0;

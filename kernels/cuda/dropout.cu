@@ -16,15 +16,18 @@ constexpr int kThreads = 256;
 template <typename T, bool Dense>
 __global__ void __launch_bounds__(kThreads)
     dropout_kernel(const T* x, Layout<1> L, int64_t n, double p, float scale, uint64_t seed,
-                   uint64_t offset, T* y) {
-  const int64_t groups = (n + 3) / 4, step = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; g < groups; g += step) {
-    const Philox4 r = philox_block(seed, offset, uint64_t(g));
-    const int64_t i0 = g * 4;
+                   uint64_t offset, uint64_t base, T* y) {
+  // x's element i is stream element base + i; stream group G holds 4G..4G+3.
+  const uint64_t first = base / 4;
+  const int64_t groups = int64_t((base + uint64_t(n) - 1) / 4 - first) + 1;
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < groups; k += step) {
+    const uint64_t g = first + uint64_t(k);
+    const Philox4 r = philox_block(seed, offset, g);
 #pragma unroll
     for (int lane = 0; lane < 4; ++lane) {
-      const int64_t i = i0 + lane;
-      if (i >= n) break;
+      const int64_t i = int64_t(g * 4 + uint64_t(lane) - base);
+      if (i < 0 || i >= n) continue;
       int64_t off[1] = {i};
       if constexpr (!Dense) layout_offsets<1>(L, uint64_t(i), off);
       const float keep = double(philox_uniform(r.v[lane])) > p ? scale : 0.0f;
@@ -36,21 +39,21 @@ __global__ void __launch_bounds__(kThreads)
 }  // namespace
 
 // y contiguous, x any strides.
-void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, Tensor& y) {
+void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, uint64_t base, Tensor& y) {
   const int64_t n = x.numel();
   if (n == 0) return;
   const float scale = float(1.0 / (1.0 - p));
   const Layout<1> L = make_layout<1>(x.sizes(), {x.strides()});
   const bool dense = L.ndim == 1 && L.strides[0][0] == 1;
-  const unsigned grid = grid_for((n + 3) / 4, kThreads, x.device().index);
+  const unsigned grid = grid_for((n + 3) / 4 + 1, kThreads, x.device().index);
   cudaStream_t stream = stream_of(x);
   KEEL_CUDA_DISPATCH_FLOAT(x.dtype(), "dropout", {
     if (dense)
       dropout_kernel<T, true><<<grid, kThreads, 0, stream>>>(data_ptr<const T>(x), L, n, p, scale,
-                                                             seed, offset, data_ptr<T>(y));
+                                                             seed, offset, base, data_ptr<T>(y));
     else
       dropout_kernel<T, false><<<grid, kThreads, 0, stream>>>(data_ptr<const T>(x), L, n, p, scale,
-                                                              seed, offset, data_ptr<T>(y));
+                                                              seed, offset, base, data_ptr<T>(y));
   });
   KEEL_CUDA_CHECK(cudaGetLastError());
 }

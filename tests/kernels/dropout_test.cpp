@@ -164,5 +164,32 @@ TEST(Dropout, BadPAndDtypeAreErrors) {
   EXPECT_EQ(g.offset(), 0u);
 }
 
+// A shard with base = k * n draws elements [k*n, (k+1)*n) of the whole
+// tensor's mask, for any n (groups of four Philox words straddle shards).
+TEST(DropoutShards, ShardsTileTheSerialMask) {
+  for (int64_t n : {1, 3, 4, 7, 10, 64}) {
+    SCOPED_TRACE(n);
+    Tensor whole = ones({4 * n});
+    Tensor serial = kernels::dropout(whole, 0.5, 99, 3);
+    std::vector<double> expect = testing::to_doubles(serial);
+    for (int64_t k = 0; k < 4; ++k) {
+      Tensor part = kernels::dropout(ones({n}), 0.5, 99, 3, uint64_t(k * n));
+      std::vector<double> got = testing::to_doubles(part);
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(got[size_t(i)], expect[size_t(k * n + i)]) << k;
+    }
+  }
+  // Through autograd: the guard sets the base from the shard index.
+  Generator g1(5), g2(5);
+  Tensor full = dropout(ones({2, 6}), 0.5, true, g1);
+  Tensor second;
+  {
+    DropoutShardGuard shard(1, 2);
+    second = dropout(ones({1, 6}), 0.5, true, g2);
+  }
+  std::vector<double> f = testing::to_doubles(full), s2 = testing::to_doubles(second);
+  for (int64_t i = 0; i < 6; ++i) EXPECT_EQ(s2[size_t(i)], f[size_t(6 + i)]);
+  EXPECT_KEEL_ERROR(DropoutShardGuard(2, 2), "shard 2 of 2");
+}
+
 }  // namespace
 }  // namespace keel

@@ -79,7 +79,7 @@ class DataParallelTest : public ::testing::Test {
     if (rank_ == 0) fs::remove_all(dir_);
   }
 
-  // Dropout 0: a dropout mask drawn per rank could not match the serial one.
+  // Dropout 0 unless a test sets it (TrainingWithDropoutMatchesSerial).
   // batch_size 8 divides by grad_accum (2) * dp (up to 4).
   config::Config config(const std::vector<std::string>& sets = {}) const {
     std::string text =
@@ -281,6 +281,19 @@ TEST_F(DataParallelTest, TrainingMatchesSerial) {
     EXPECT_NE(par.log.find(" 6/6 | loss"), std::string::npos) << par.log;
   else
     EXPECT_EQ(par.log, "");
+}
+
+// Each rank draws its rows' part of the serial dropout mask
+// (DropoutShardGuard), so dropout does not break parallel == serial.
+TEST_F(DataParallelTest, TrainingWithDropoutMatchesSerial) {
+  NEED_SEVERAL_RANKS();
+  Run serial = run(config({"model.dropout=0.2"}), nullptr);
+  Run par = run(config({"model.dropout=0.2", dp_set(W_)}), world_.get());
+  expect_same_losses(par.result.losses, serial.result.losses, kLossRtol, "losses");
+  expect_same_state(par.state, serial.state, "parameters after 6 steps");
+  // And the masks matter: without dropout the losses differ.
+  Run plain = run(config(), nullptr);
+  EXPECT_NE(plain.result.losses.back(), serial.result.losses.back());
 }
 
 TEST_F(DataParallelTest, ZeroStage1MatchesPlainDataParallel) {
