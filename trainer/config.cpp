@@ -153,6 +153,11 @@ void validate_config(const config::Config& c) {
   check(t.eval_every() >= 0, "train.eval_every", "must be >= 0");
   check(t.eval_batches() >= 1, "train.eval_batches", "must be >= 1");
   check(t.threads() >= 0, "train.threads", "must be >= 0");
+  // The CUDA kernels exist, but the loop does not yet move the model, the
+  // batches and the optimizer state to a device (CUDA backend issue); a run
+  // asked for a GPU must not silently train on the CPU.
+  check(t.device() == "cpu", "train.device",
+        "'" + t.device() + "': training runs on the CPU only in this build of the trainer");
   check(d.batch_size() % t.grad_accum() == 0, "data.batch_size",
         "must be divisible by train.grad_accum");
 

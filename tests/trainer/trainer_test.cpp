@@ -157,6 +157,7 @@ TEST_F(TrainerTest, MissingAndBadFieldsAreRefusedByName) {
   expect_refused({"model.n_head=3"}, "model.n_embd");
   expect_refused({"parallel.tp=2"}, "parallel");
   expect_refused({"train.grad_accum=0"}, "train.grad_accum");
+  expect_refused({"train.device=cuda"}, "train.device");
   config::Config missing = trainer::parse_config("model { n_layer: 1 }", "t");
   EXPECT_KEEL_ERROR(trainer::validate_config(missing), "model.block_size", "missing");
 }
