@@ -29,7 +29,9 @@
 
 #include "parallel/zero.h"
 #include "recipes/recipe.h"
+#include "tests/testing/corpus.h"
 #include "tests/testing/gradcheck.h"
+#include "tests/testing/group_temp_dir.h"
 #include "tests/testing/temp_dir.h"
 #include "trainer/checkpoint.h"
 #include "trainer/optim.h"
@@ -52,32 +54,13 @@ class DataParallelTest : public ::testing::Test {
     world_ = parallel::mpi_world();
     W_ = world_->size();
     rank_ = world_->rank();
-    // One directory for the group: rank 0's name, made and filled by rank 0.
-    std::string dir = (fs::temp_directory_path() /
-                       ("keel_dp_" + std::to_string(::getpid()) + "_" +
-                        ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-                          .string();
-    parallel::broadcast_string(*world_, dir, 0);
-    dir_ = dir;
-    if (rank_ == 0) {
-      fs::remove_all(dir_);
-      fs::create_directories(dir_);
-      std::string text;
-      for (int i = 0; i < 200; ++i)
-        text += "In the beginning God created the heaven and the earth. " + std::to_string(i % 7) +
-                "\n";
-      ByteTokenizer tok;
-      std::vector<int32_t> ids = tok.encode(text);
-      size_t cut = ids.size() * 9 / 10;
-      write_shard((dir_ / "train.bin").string(), std::span(ids).first(cut), "byte", 256);
-      write_shard((dir_ / "val.bin").string(), std::span(ids).subspan(cut), "byte", 256);
-    }
+    // One directory for the group, filled by rank 0.
+    group_dir_ = std::make_unique<testing::GroupTempDir>(*world_, "dp");
+    dir_ = group_dir_->path();
+    if (rank_ == 0) testing::write_verse_shards(dir_);
     world_->barrier();
   }
-  void TearDown() override {
-    world_->barrier();
-    if (rank_ == 0) fs::remove_all(dir_);
-  }
+  void TearDown() override { group_dir_.reset(); }
 
   // Dropout 0 unless a test sets it (TrainingWithDropoutMatchesSerial).
   // batch_size 8 divides by grad_accum (2) * dp (up to 4).
@@ -139,6 +122,7 @@ class DataParallelTest : public ::testing::Test {
 
   std::unique_ptr<parallel::Communicator> world_;
   int W_ = 1, rank_ = 0;
+  std::unique_ptr<testing::GroupTempDir> group_dir_;
   fs::path dir_;
 };
 

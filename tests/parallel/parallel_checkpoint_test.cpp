@@ -12,6 +12,7 @@
 
 #include "parallel/data_parallel.h"
 #include "tests/testing/gradcheck.h"
+#include "tests/testing/group_temp_dir.h"
 #include "tests/testing/temp_dir.h"
 #include "trainer/checkpoint.h"
 
@@ -27,22 +28,10 @@ class ParallelCheckpointTest : public ::testing::Test {
     world_ = parallel::mpi_world();
     W_ = world_->size();
     rank_ = world_->rank();
-    std::string dir = (fs::temp_directory_path() /
-                       ("keel_pckpt_" + std::to_string(::getpid()) + "_" +
-                        ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-                          .string();
-    parallel::broadcast_string(*world_, dir, 0);
-    dir_ = dir;
-    if (rank_ == 0) {
-      fs::remove_all(dir_);
-      fs::create_directories(dir_);
-    }
-    world_->barrier();
+    group_dir_ = std::make_unique<keel::testing::GroupTempDir>(*world_, "pckpt");
+    dir_ = group_dir_->path();
   }
-  void TearDown() override {
-    world_->barrier();
-    if (rank_ == 0) fs::remove_all(dir_);
-  }
+  void TearDown() override { group_dir_.reset(); }
 
   // The same tensors on every rank (a fixed seed per tensor).
   struct Named {
@@ -81,6 +70,7 @@ class ParallelCheckpointTest : public ::testing::Test {
 
   std::unique_ptr<parallel::Communicator> world_;
   int W_ = 1, rank_ = 0;
+  std::unique_ptr<keel::testing::GroupTempDir> group_dir_;
   fs::path dir_;
 };
 

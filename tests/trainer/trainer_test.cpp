@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "recipes/recipe.h"
+#include "tests/testing/corpus.h"
 #include "tests/testing/gradcheck.h"
 #include "trainer/checkpoint.h"
 #include "trainer/shard.h"
@@ -23,15 +24,7 @@ class TrainerTest : public ::testing::Test {
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    // A small corpus with structure to learn: repeated verses.
-    std::string text;
-    for (int i = 0; i < 200; ++i)
-      text += "In the beginning God created the heaven and the earth. " + std::to_string(i % 7) + "\n";
-    ByteTokenizer tok;
-    std::vector<int32_t> ids = tok.encode(text);
-    size_t cut = ids.size() * 9 / 10;
-    write_shard((dir_ / "train.bin").string(), std::span(ids).first(cut), "byte", 256);
-    write_shard((dir_ / "val.bin").string(), std::span(ids).subspan(cut), "byte", 256);
+    testing::write_verse_shards(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
 
