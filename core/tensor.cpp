@@ -373,7 +373,7 @@ static void copy_across(Tensor& dst, const Tensor& src) {
 #endif
 
 void Tensor::copy_(const Tensor& src) {
-  broadcast_shapes(sizes(), src.sizes(), "copy_");
+  // broadcast_shapes refuses incompatible shapes; src must also not widen this.
   KEEL_CHECK(src.dim() <= dim() && broadcast_shapes(sizes(), src.sizes(), "copy_") == sizes(),
              "copy_: cannot copy ", src.describe(), " into ", describe());
   if (numel() == 0) return;
