@@ -1,9 +1,10 @@
 // Activation recomputation. The forward runs under NoGradGuard, so none of
 // fn's intermediates are kept; one node remembers the inputs and the default
-// generator's position. Its backward replays fn from that position with grad
+// generator's position and the autocast dtype. Its backward replays fn from that position with grad
 // on (same dropout masks), runs a nested backward through the fresh graph
 // (parameters used by fn accumulate their .grad there) and returns the
 // inputs' gradients.
+#include "autograd/autocast.h"
 #include "autograd/ops.h"
 
 namespace keel {
@@ -12,6 +13,7 @@ std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>
   if (!grad_mode_enabled()) return fn(inputs);
   Generator& gen = default_generator();
   const uint64_t seed = gen.seed(), offset = gen.offset();
+  const DType compute = autocast_dtype();  // the recompute runs at the same precision
   std::vector<Tensor> outputs;
   {
     NoGradGuard no_grad;
@@ -22,7 +24,7 @@ std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>
   const size_t n_out = outputs.size();
   record(
       "checkpoint", inputs, outputs,
-      [fn, saved, seed, offset, n_out](BackwardCtx& c) {
+      [fn, saved, seed, offset, compute, n_out](BackwardCtx& c) {
         std::vector<Tensor> in;
         for (size_t i = 0; i < saved.size(); ++i) {
           Tensor d = saved[i].defined() ? saved[i].detach() : Tensor();
@@ -35,6 +37,7 @@ std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>
         std::vector<Tensor> outs;
         {
           EnableGradGuard grad_on;
+          AutocastGuard precision(compute);
           outs = fn(in);
         }
         g.set_state(after_seed, after_offset);

@@ -312,6 +312,15 @@ Tensor Tensor::to(Device d) const {
   return out;
 }
 
+void Tensor::move_to_(Device d) const {
+  if (d == device()) return;
+  Tensor moved = to(d).contiguous();
+  TensorImpl& self = impl();
+  self.storage = moved.impl().storage;
+  self.strides = moved.strides();
+  self.offset = moved.impl().offset;
+}
+
 template <typename D, typename S>
 static void copy_cpu(Tensor& dst, const Tensor& src) {
   D* dp = static_cast<D*>(dst.raw_data());

@@ -97,6 +97,12 @@ class Tensor {
   std::vector<T> to_vector() const;
   double item() const;  // a one-element tensor's value
 
+  // Moves this tensor's data to `d` in place: every handle sharing this
+  // tensor sees the new storage; sizes, dtype and autograd state are kept.
+  // How a module moves its parameters to a GPU while layers keep their
+  // handles. Views of the old storage are not moved with it.
+  void move_to_(Device d) const;
+
   // ---- autograd (defined in autograd/) ----
   bool requires_grad() const;
   Tensor& set_requires_grad(bool enabled = true);

@@ -2,23 +2,28 @@
 // GELU MLP. Each owns its parameters and runs the fused ops of autograd/.
 #pragma once
 
+#include "autograd/autocast.h"
 #include "nn/module.h"
 
 namespace keel::nn {
 
-// y = x W^T + b, W (out, in) as Megatron and PyTorch store it.
+// y = x W^T + b, W (out, in) as Megatron and PyTorch store it. Under an
+// AutocastGuard, x, W and b are cast to the compute dtype (autograd/autocast.h).
 class Linear : public Module {
  public:
   Linear(int64_t in, int64_t out, bool bias, Generator& gen, double init_std = 0.02);
-  Tensor forward(const Tensor& x) const { return linear(x, weight, bias); }
+  Tensor forward(const Tensor& x) const {
+    return linear(autocast(x), autocast(weight), autocast(bias));
+  }
   Tensor weight;  // (out, in)
   Tensor bias;    // (out) or undefined
 };
 
+// Rows of the table, in the compute dtype under an AutocastGuard.
 class Embedding : public Module {
  public:
   Embedding(int64_t num, int64_t dim, Generator& gen, double init_std = 0.02);
-  Tensor forward(const Tensor& ids) const { return embedding(weight, ids); }
+  Tensor forward(const Tensor& ids) const { return embedding(autocast(weight), ids); }
   Tensor weight;  // (num, dim)
 };
 

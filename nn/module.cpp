@@ -103,6 +103,16 @@ void Module::train(bool on) {
   for (auto& [n, c] : children_) c->train(on);
 }
 
+void Module::to(Device device) {
+  zero_grad();
+  for (const auto& [name, t] : state_dict()) t.move_to_(device);
+}
+
+Device Module::device() const {
+  const NamedTensors ps = named_parameters();
+  return ps.empty() ? Device::cpu() : ps.front().second.device();
+}
+
 void Module::zero_grad() {
   for (const Tensor& p : parameters()) p.set_grad(Tensor());
 }

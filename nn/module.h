@@ -34,6 +34,11 @@ class Module {
   void load_state_dict(const NamedTensors& state);
   int64_t num_parameters() const;
 
+  // Moves every parameter and buffer to `device` in place (layers keep their
+  // handles); gradients are dropped. The first parameter's device otherwise.
+  void to(Device device);
+  Device device() const;
+
   void train(bool on = true);
   void eval() { train(false); }
   bool is_training() const { return training_; }

@@ -96,6 +96,12 @@ config::Config load_config(const std::string& path, const std::vector<std::strin
 }
 
 namespace {
+bool valid_device_name(const std::string& s) {
+  if (s == "cpu" || s == "cuda") return true;
+  const std::string n = s.rfind("cuda:", 0) == 0 ? s.substr(5) : "";
+  return !n.empty() && n.size() <= 4 && n.find_first_not_of("0123456789") == std::string::npos;
+}
+
 void require(bool present, const char* field) {
   KEEL_CHECK(present, "config: ", field, " is missing");
 }
@@ -153,11 +159,15 @@ void validate_config(const config::Config& c) {
   check(t.eval_every() >= 0, "train.eval_every", "must be >= 0");
   check(t.eval_batches() >= 1, "train.eval_batches", "must be >= 1");
   check(t.threads() >= 0, "train.threads", "must be >= 0");
-  // The CUDA kernels exist, but the loop does not yet move the model, the
-  // batches and the optimizer state to a device (CUDA backend issue); a run
-  // asked for a GPU must not silently train on the CPU.
-  check(t.device() == "cpu", "train.device",
-        "'" + t.device() + "': training runs on the CPU only in this build of the trainer");
+  check(valid_device_name(t.device()), "train.device",
+        "'" + t.device() + "' is not cpu, cuda or cuda:N");
+  check(t.precision() == "fp32" || t.precision() == "bf16" || t.precision() == "fp16",
+        "train.precision", "'" + t.precision() + "' is not fp32, bf16 or fp16");
+  check(t.loss_scale() >= 0, "train.loss_scale", "must be >= 0 (0: dynamic)");
+  check(t.initial_loss_scale() >= 1, "train.initial_loss_scale", "must be >= 1");
+  check(t.min_loss_scale() > 0 && t.min_loss_scale() <= t.initial_loss_scale(),
+        "train.min_loss_scale", "must be in (0, train.initial_loss_scale]");
+  check(t.loss_scale_window() >= 1, "train.loss_scale_window", "must be >= 1");
   check(d.batch_size() % t.grad_accum() == 0, "data.batch_size",
         "must be divisible by train.grad_accum");
 

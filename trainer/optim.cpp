@@ -49,6 +49,35 @@ double clip_coefficient(double norm, double max_norm) {
   return max_norm / (norm + 1e-6);
 }
 
+LossScaler::LossScaler(LossScalerConfig cfg) : cfg_(cfg) {
+  KEEL_CHECK(cfg_.static_scale >= 0 && cfg_.initial >= 1 && cfg_.window >= 1 &&
+                 cfg_.min_scale > 0 && cfg_.min_scale <= cfg_.initial,
+             "LossScaler: bad config (static ", cfg_.static_scale, ", initial ", cfg_.initial,
+             ", window ", cfg_.window, ", min ", cfg_.min_scale, ")");
+  scale_ = cfg_.static_scale > 0 ? cfg_.static_scale : cfg_.initial;
+}
+
+bool LossScaler::update(bool grads_finite) {
+  if (cfg_.static_scale > 0) return true;
+  if (!grads_finite) {
+    scale_ = std::max(scale_ * 0.5, cfg_.min_scale);
+    clean_ = 0;
+    return false;
+  }
+  if (++clean_ >= cfg_.window) {
+    scale_ *= 2.0;
+    clean_ = 0;
+  }
+  return true;
+}
+
+void LossScaler::set_state(double scale, int64_t clean_steps) {
+  KEEL_CHECK(scale > 0 && std::isfinite(scale) && clean_steps >= 0,
+             "LossScaler: bad saved state (scale ", scale, ", clean steps ", clean_steps, ")");
+  scale_ = cfg_.static_scale > 0 ? cfg_.static_scale : scale;
+  clean_ = clean_steps;
+}
+
 double LrSchedule::at(int64_t step) const {
   if (warmup_steps > 0 && step < warmup_steps) return lr * double(step + 1) / double(warmup_steps);
   if (decay == "constant") return lr;

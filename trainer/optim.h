@@ -40,6 +40,38 @@ double global_grad_norm(const nn::NamedTensors& params);
 // The factor that scales gradients down to norm `max_norm` (1 when within it or max_norm == 0).
 double clip_coefficient(double norm, double max_norm);
 
+// Loss scaling for fp16 training. The loss is multiplied by scale() before
+// backward so small gradients survive f16's narrow range; the optimizer step
+// divides it back out. Dynamic (static_scale == 0): a step whose gradients
+// hold an inf or NaN is skipped and the scale halved (not below min_scale);
+// after `window` clean steps in a row it doubles. The scale is always
+// initial * 2^k, so it divides out exactly.
+struct LossScalerConfig {
+  double static_scale = 0;  // > 0: fixed scale, steps never skipped for overflow
+  double initial = 65536;
+  int64_t window = 1000;
+  double min_scale = 1;
+};
+
+class LossScaler {
+ public:
+  explicit LossScaler(LossScalerConfig cfg);
+  double scale() const { return scale_; }
+  // Records one step's outcome; returns whether the optimizer should step
+  // (false: the gradients overflowed and are to be dropped). A static scale
+  // steps anyway, and the caller's divergence checks catch the non-finite
+  // values.
+  bool update(bool grads_finite);
+  // The dynamic state, for exact resume.
+  int64_t clean_steps() const { return clean_; }
+  void set_state(double scale, int64_t clean_steps);
+
+ private:
+  LossScalerConfig cfg_;
+  double scale_;
+  int64_t clean_ = 0;
+};
+
 struct LrSchedule {
   double lr = 6e-4;
   int64_t warmup_steps = 0;

@@ -3,9 +3,11 @@
 #include <omp.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
+#include "autograd/autocast.h"
 #include "parallel/data_parallel.h"
 #include "parallel/zero.h"
 #include "trainer/checkpoint.h"
@@ -55,7 +57,60 @@ void check_data(const config::Config& cfg, const TokenLoader& loader, const char
              cfg.data().tokenizer(), "'");
 }
 
+// The node-local rank the launcher gives this process (0 without one).
+int local_rank_from_env() {
+  for (const char* var :
+       {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "LOCAL_RANK"}) {
+    const char* v = std::getenv(var);
+    if (v && *v) {
+      char* end = nullptr;
+      const long r = std::strtol(v, &end, 10);
+      KEEL_CHECK(end && *end == '\0' && r >= 0, "environment variable ", var, "='", v,
+                 "' is not a node-local rank");
+      return int(r);
+    }
+  }
+  return 0;
+}
+
+// The loader's host batch on the model's device (itself on the host).
+TokenBatch to_device(TokenBatch b, Device d) {
+  b.inputs = b.inputs.to(d);
+  b.targets = b.targets.to(d);
+  return b;
+}
+
 }  // namespace
+
+Device training_device(const std::string& name) {
+  if (name == "cpu") return Device::cpu();
+  KEEL_CHECK(name == "cuda" || name.rfind("cuda:", 0) == 0, "train.device '", name,
+             "' is not cpu, cuda or cuda:N");
+#ifndef KEEL_WITH_CUDA
+  KEEL_FAIL("train.device is '", name, "' but this keel was built without CUDA ",
+            "(configure with -DKEEL_CUDA=ON on a machine with the CUDA toolkit)");
+#endif
+  const int count = cuda_device_count();
+  KEEL_CHECK(count > 0, "train.device is '", name, "' but no CUDA device is visible",
+             " (check nvidia-smi and CUDA_VISIBLE_DEVICES)");
+  int index = 0;
+  if (name == "cuda") {
+    index = local_rank_from_env() % count;
+  } else {
+    index = std::atoi(name.c_str() + 5);
+    KEEL_CHECK(index < count, "train.device is '", name, "' but only ", count,
+               " CUDA device(s) are visible (cuda:0..cuda:", count - 1, ")");
+  }
+  return Device::cuda(index);
+}
+
+DType compute_dtype(const config::Config& cfg) {
+  const std::string& p = cfg.train().precision();
+  if (p == "bf16") return DType::BF16;
+  if (p == "fp16") return DType::F16;
+  KEEL_CHECK(p == "fp32", "train.precision '", p, "' is not fp32, bf16 or fp16");
+  return DType::F32;
+}
 
 std::string resolve_checkpoint(const std::string& path) {
   if (fs::is_directory(path)) {
@@ -81,9 +136,11 @@ double evaluate(const config::Config& cfg, nn::Module& model, const LossFn& loss
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard no_grad;
+  AutocastGuard precision(compute_dtype(cfg));
+  const Device device = model.device();
   double total = 0;
   for (int64_t i = 0; i < batches; ++i) {
-    TokenBatch b = val.next();
+    TokenBatch b = to_device(val.next(), device);
     total += loss_fn(b.inputs, b.targets).item();
   }
   model.train(was_training);
@@ -109,6 +166,15 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
 
   TokenLoader loader(files(cfg.data().train_files()), loader_options(cfg, dp));
   check_data(cfg, loader, "train_files");
+  const Device device = training_device(tc.device());
+  KEEL_CHECK(device.is_cpu() || !dp, "train.device '", tc.device(), "' with parallel.dp=",
+             dp_size, ": data parallelism on GPUs needs NCCL gradient buckets, which the",
+             " trainer does not have yet; train on one GPU, or data-parallel on CPUs");
+  model.to(device);  // before the optimizer allocates its moments beside the weights
+  const DType compute = compute_dtype(cfg);
+  const bool fp16 = compute == DType::F16;
+  LossScaler scaler({fp16 ? tc.loss_scale() : 1.0, tc.initial_loss_scale(),
+                     tc.loss_scale_window(), tc.min_loss_scale()});
   const auto& oc = cfg.optim();
   const nn::NamedTensors params = model.named_parameters();
   const std::vector<std::string> decayed = model.decayed_parameter_names();
@@ -180,29 +246,36 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
     } else {
       std::vector<std::pair<std::string, int64_t>> meta = {{"rng_seed", 0},   {"rng_offset", 0},
                                                            {"data_shard", 0}, {"data_offset", 0},
-                                                           {"data_epoch", 0}, {"optim_steps", 0}};
+                                                           {"data_epoch", 0}, {"optim_steps", 0},
+                                                           {"loss_scale_clean_steps", 0}};
+      std::vector<std::pair<std::string, double>> meta_float = {{"loss_scale", 1.0}};
       int64_t step = 0;
       if (dp) {
         CheckpointParts ck;
         ck.model = model_parts(false);
         ck.optim = optim_parts(false);
         ck.meta_int = meta;
+        ck.meta_float = meta_float;
         load_checkpoint(path, ck, *dp);
         meta = ck.meta_int;
+        meta_float = ck.meta_float;
         step = ck.step;
       } else {
         CheckpointData ck;
         ck.model = model.state_dict();
         ck.optim = adamw->state();
         ck.meta_int = meta;
+        ck.meta_float = meta_float;
         load_checkpoint(path, ck);
         meta = ck.meta_int;
+        meta_float = ck.meta_float;
         step = ck.step;
       }
       default_generator().set_state(uint64_t(meta_value(meta, "rng_seed")),
                                     uint64_t(meta_value(meta, "rng_offset")));
       loader.set_position({meta_value(meta, "data_shard"), meta_value(meta, "data_offset"),
                            meta_value(meta, "data_epoch")});
+      scaler.set_state(meta_float[0].second, meta_value(meta, "loss_scale_clean_steps"));
       if (zero)
         sharded->set_steps_taken(meta_value(meta, "optim_steps"));
       else
@@ -235,7 +308,10 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
         {"data_shard", pos.shard},
         {"data_offset", pos.offset},
         {"data_epoch", pos.epoch},
-        {"optim_steps", steps_taken()}};
+        {"optim_steps", steps_taken()},
+        {"loss_scale_clean_steps", scaler.clean_steps()}};
+    const std::vector<std::pair<std::string, double>> meta_float = {
+        {"loss_scale", scaler.scale()}};
     std::string path = checkpoint_path(ckpt_dir, step);
     if (dp) {
       CheckpointParts ck;
@@ -244,6 +320,7 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
       ck.optim = optim_parts(true);
       ck.meta_text = meta_text;
       ck.meta_int = meta_int;
+      ck.meta_float = meta_float;
       save_checkpoint(path, ck, *dp);
     } else {
       CheckpointData ck;
@@ -252,6 +329,7 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
       ck.optim = adamw->state();
       ck.meta_text = meta_text;
       ck.meta_int = meta_int;
+      ck.meta_float = meta_float;
       save_checkpoint(path, ck);
     }
     if (lead) prune_checkpoints(ckpt_dir, cfg.checkpoint().keep_last());
@@ -273,26 +351,45 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
   DropoutShardGuard dropout_shard(dp_rank, dp_size);
   for (; step < end; ++step) {
     const double lr = schedule.at(step);
+    // fp16: the loss is scaled up for backward and the gradients scaled
+    // back down in the optimizer step (and in the norm). 1 otherwise.
+    const double loss_scale = fp16 ? scaler.scale() : 1.0;
     double loss_sum = 0;
     for (int64_t micro = 0; micro < accum; ++micro) {
-      TokenBatch b = loader.next();
+      TokenBatch b = to_device(loader.next(), device);
       // Gradients are reduced during the last micro-step's backward only.
       if (sync) sync->set_sync(micro == accum - 1);
-      Tensor loss = loss_fn(b.inputs, b.targets);
+      Tensor loss;
+      {
+        AutocastGuard precision(compute);
+        loss = loss_fn(b.inputs, b.targets);
+      }
+      KEEL_CHECK(loss.dtype() == DType::F32, "the loss function returned ", loss.describe(),
+                 "; it must return an f32 scalar at every train.precision");
       loss_sum += loss.item();
-      (accum > 1 ? mul_scalar(loss, 1.0 / double(accum)) : loss).backward();
+      const double factor = loss_scale / double(accum);
+      (factor != 1.0 ? mul_scalar(loss, factor) : loss).backward();
     }
     if (sync) sync->finish();
     const double loss = mean_across(dp, loss_sum / double(accum));
     KEEL_CHECK(std::isfinite(loss), "training diverged: loss is ", loss, " at step ", step + 1);
     // Plain data parallel: every rank holds the averaged gradients, so the
     // local norm is the global one. ZeRO: shard norms summed across ranks.
-    const double norm = zero ? sharded->grad_norm() : global_grad_norm(params);
-    const double clip = clip_coefficient(norm, oc.grad_clip());
-    if (zero)
-      sharded->step(lr, clip);
-    else
-      adamw->step(lr, clip);
+    const double scaled_norm = zero ? sharded->grad_norm() : global_grad_norm(params);
+    const double norm = scaled_norm / loss_scale;
+    // Every rank sees the same norm, so all skip or all step.
+    const bool step_ok = !fp16 || scaler.update(std::isfinite(scaled_norm));
+    if (step_ok) {
+      const double clip = clip_coefficient(norm, oc.grad_clip()) / loss_scale;
+      if (zero)
+        sharded->step(lr, clip);
+      else
+        adamw->step(lr, clip);
+    } else {
+      ++result.skipped_steps;
+      out << "step " << step + 1 << ": gradients overflowed at loss scale " << loss_scale
+          << "; step skipped, loss scale now " << scaler.scale() << std::endl;
+    }
     model.zero_grad();
     result.losses.push_back(loss);
     ++interval_steps;
@@ -311,13 +408,19 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
       p.tokens_per_sec = tok_s;
       p.eta_seconds = elapsed / double(done - result.start_step) * double(total - done);
       out << format_progress(p) << std::endl;
-      if (jsonl) jsonl->write({{"step", done}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
-                               {"tokens_per_sec", tok_s}});
+      if (jsonl) {
+        JsonFields rec = {
+            {"step", done}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
+            {"tokens_per_sec", tok_s}};
+        if (fp16) rec.emplace_back("loss_scale", scaler.scale());
+        jsonl->write(rec);
+      }
       if (tb) {
         tb->add_scalar("train/loss", loss, done);
         tb->add_scalar("train/lr", lr, done);
         tb->add_scalar("train/grad_norm", norm, done);
         tb->add_scalar("train/tokens_per_sec", tok_s, done);
+        if (fp16) tb->add_scalar("train/loss_scale", scaler.scale(), done);
         tb->flush();
       }
       interval_start = Clock::now();

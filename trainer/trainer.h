@@ -3,6 +3,12 @@
 // accumulation, periodic validation, progress/JSONL/TensorBoard metrics, and
 // HDF5 checkpoints from which a run resumes bit for bit.
 //
+// Device and precision: the model is moved to train.device before the
+// optimizer is built, batches follow it, and the forward runs at
+// train.precision (fp32; bf16 or fp16 compute over f32 master weights and
+// moments). fp16 scales the loss (LossScaler) and skips the steps whose
+// gradients overflow; the scale is saved in checkpoints.
+//
 // Data parallel: given a dp communicator, every rank trains its rows of the
 // same global batch (TokenLoader world/rank), gradients are averaged across
 // ranks in buckets overlapped with backward (GradientSync), or with
@@ -23,7 +29,9 @@
 
 namespace keel::trainer {
 
-// loss(inputs (B, T), targets (B, T)) -> scalar mean loss.
+// loss(inputs (B, T), targets (B, T)) -> scalar mean loss. The batches are
+// on the model's device; train() and evaluate() call it under an
+// AutocastGuard for train.precision, and the loss must come out f32.
 using LossFn = std::function<Tensor(const Tensor&, const Tensor&)>;
 
 struct TrainOptions {
@@ -42,6 +50,7 @@ struct TrainResult {
   std::vector<double> losses;  // training loss of each step run here (mean over dp ranks)
   std::vector<std::pair<int64_t, double>> val_losses;  // (step, loss)
   std::string last_checkpoint;                     // path, or empty
+  int64_t skipped_steps = 0;  // fp16 steps dropped for overflowing gradients
 };
 
 TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& loss_fn,
@@ -52,6 +61,16 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
 // and all get the mean over ranks.
 double evaluate(const config::Config& cfg, nn::Module& model, const LossFn& loss_fn,
                 int64_t batches, parallel::Communicator* dp = nullptr);
+
+// The device train.device names for this process: cpu, cuda:N, or for plain
+// "cuda" GPU (node-local rank mod visible GPUs), the node-local rank read
+// from the launcher's environment (Open MPI, Slurm, MPICH, torchrun style
+// LOCAL_RANK; 0 when none is set). A GPU asked for in a build without CUDA,
+// on a machine without one, or past the last visible one is a keel::Error.
+Device training_device(const std::string& name);
+
+// The compute dtype train.precision names: F32, BF16 or F16.
+DType compute_dtype(const config::Config& cfg);
 
 // The config a checkpoint was trained with (its /meta/config text).
 config::Config checkpoint_config(const std::string& path);

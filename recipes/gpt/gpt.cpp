@@ -68,7 +68,8 @@ Tensor GPT::hidden(const Tensor& ids) const {
 }
 
 Tensor GPT::forward(const Tensor& ids) const {
-  Tensor logits = linear(hidden(ids), wte->weight);  // (B, T, Vp), tied output embedding
+  // (B, T, Vp), tied output embedding; in the compute dtype under autocast
+  Tensor logits = linear(hidden(ids), autocast(wte->weight));
   return narrow(logits, 2, 0, cfg_.vocab_size);     // (B, T, V)
 }
 

@@ -2,14 +2,18 @@
 // configs are refused by field, mismatched checkpoints are refused.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "recipes/recipe.h"
 #include "tests/testing/corpus.h"
 #include "tests/testing/gradcheck.h"
 #include "trainer/checkpoint.h"
+#include "trainer/optim.h"
 #include "trainer/shard.h"
+#include "trainer/trainer.h"
 
 namespace keel {
 namespace {
@@ -17,7 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 
 class TrainerTest : public ::testing::Test {
- protected:
+ public:
   void SetUp() override {
     dir_ = fs::temp_directory_path() /
            ("keel_trainer_" + std::to_string(::getpid()) + "_" +
@@ -54,35 +58,142 @@ class TrainerTest : public ::testing::Test {
   fs::path dir_;
 };
 
-TEST_F(TrainerTest, ResumeIsBitExact) {
-  config::Config cfg = trainer::parse_config(config_text(), "test");
+// Training twice to step 8, straight and as 4 + resume + 4, gives the same
+// losses and weights bit for bit under `sets` (a precision, say).
+void expect_exact_resume(TrainerTest& t, const std::vector<std::string>& sets);
+
+TEST(LossScaler, HalvesOnOverflowAndDoublesAfterACleanWindow) {
+  trainer::LossScaler s({0, 1024, 3, 256});
+  EXPECT_EQ(s.scale(), 1024);
+  EXPECT_FALSE(s.update(false));  // overflow: skip, halve
+  EXPECT_EQ(s.scale(), 512);
+  EXPECT_TRUE(s.update(true));
+  EXPECT_TRUE(s.update(true));
+  EXPECT_EQ(s.scale(), 512);
+  EXPECT_TRUE(s.update(true));  // third clean step in a row: double
+  EXPECT_EQ(s.scale(), 1024);
+  EXPECT_EQ(s.clean_steps(), 0);
+  EXPECT_TRUE(s.update(true));
+  EXPECT_FALSE(s.update(false));  // an overflow restarts the window
+  EXPECT_EQ(s.clean_steps(), 0);
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(s.update(false));
+  EXPECT_EQ(s.scale(), 256);  // floor: min_scale
+  s.set_state(4096, 2);
+  EXPECT_TRUE(s.update(true));
+  EXPECT_EQ(s.scale(), 8192);
+  EXPECT_KEEL_ERROR(s.set_state(-1, 0), "LossScaler");
+  EXPECT_KEEL_ERROR(trainer::LossScaler({0, 1024, 0, 1}), "LossScaler", "window 0");
+}
+
+TEST(LossScaler, StaticScaleNeverSkips) {
+  trainer::LossScaler s({128, 65536, 1000, 1});
+  EXPECT_EQ(s.scale(), 128);
+  EXPECT_TRUE(s.update(false));
+  EXPECT_EQ(s.scale(), 128);
+  s.set_state(4, 0);  // a dynamic run's saved scale does not override the static one
+  EXPECT_EQ(s.scale(), 128);
+}
+
+TEST_F(TrainerTest, Bf16StartsWhereFp32DoesAndLearns) {
+  const std::vector<std::string> sets = {"train.steps=40", "model.dropout=0",
+                                         "checkpoint.every=0", "train.eval_every=0"};
+  auto with = [&](const char* precision) {
+    std::vector<std::string> s = sets;
+    s.push_back(std::string("train.precision=") + precision);
+    return run(trainer::parse_config(config_text(), "test", s), {});
+  };
+  auto fp32 = with("fp32"), bf16 = with("bf16");
+  ASSERT_EQ(bf16.losses.size(), 40u);
+  // The first loss is that of the same initial weights; bf16 rounds the
+  // weights, activations and logits to 8 significant bits (2^-9 relative
+  // each), which moves a mean cross-entropy near ln(256) by far less than 1%.
+  EXPECT_NEAR(bf16.losses[0], fp32.losses[0], 1e-2 * fp32.losses[0]);
+  EXPECT_NE(bf16.losses[0], fp32.losses[0]);  // it did compute in bf16
+  const double first = (bf16.losses[0] + bf16.losses[1]) / 2;
+  const double last = (bf16.losses[38] + bf16.losses[39]) / 2;
+  EXPECT_LT(last, first - 1.0) << "bf16 loss did not fall: " << first << " -> " << last;
+  // And it tracks the fp32 run: after 40 steps within 5% of its loss.
+  EXPECT_NEAR(last, (fp32.losses[38] + fp32.losses[39]) / 2, 0.05 * last);
+}
+
+TEST_F(TrainerTest, Fp16SkipsOverflowingStepsAndLearns) {
+  // Scale 2^24 overflows f16 gradients (max 65504) at once (this model's
+  // fit from about 2^18); the scaler must halve it, skipping those steps,
+  // until they fit, then train normally.
+  config::Config cfg = trainer::parse_config(
+      config_text(), "test",
+      {"train.steps=40", "model.dropout=0", "checkpoint.every=0", "train.eval_every=0",
+       "train.precision=fp16", "train.initial_loss_scale=16777216",
+       "train.loss_scale_window=1000"});
+  auto res = run(cfg, {});
+  ASSERT_EQ(res.losses.size(), 40u);
+  EXPECT_GE(res.skipped_steps, 1);
+  EXPECT_LE(res.skipped_steps, 8);
+  for (double l : res.losses) EXPECT_TRUE(std::isfinite(l));
+  const double first = res.losses[0], last = (res.losses[38] + res.losses[39]) / 2;
+  EXPECT_LT(last, first - 1.0) << "fp16 loss did not fall: " << first << " -> " << last;
+  // The metrics record the scale.
+  std::ifstream jl(dir_ / "logs" / "metrics.jsonl");
+  std::string all((std::istreambuf_iterator<char>(jl)), std::istreambuf_iterator<char>());
+  EXPECT_NE(all.find("\"loss_scale\""), std::string::npos);
+}
+
+TEST_F(TrainerTest, Bf16ResumeIsBitExact) { expect_exact_resume(*this, {"train.precision=bf16"}); }
+
+TEST_F(TrainerTest, Fp16ResumeIsBitExactAcrossScaleChanges) {
+  // Overflows (and scale halvings) happen before and after the stop at step
+  // 4, and the window of 3 doubles the scale in between: the resumed run
+  // must pick up the scale and the clean-step count exactly.
+  expect_exact_resume(*this, {"train.precision=fp16", "train.initial_loss_scale=16777216",
+                              "train.loss_scale_window=3"});
+}
+
+TEST(TrainingDevice, NamesAreResolvedOrRefused) {
+  EXPECT_EQ(trainer::training_device("cpu"), Device::cpu());
+  EXPECT_KEEL_ERROR(trainer::training_device("tpu"), "train.device", "tpu");
+  if (!cuda_available()) {
+    // Without CUDA (or a GPU) a GPU run is refused, never run on the CPU.
+    EXPECT_KEEL_ERROR(trainer::training_device("cuda"), "train.device", "cuda");
+    EXPECT_KEEL_ERROR(trainer::training_device("cuda:0"), "train.device", "cuda:0");
+  } else {
+    EXPECT_TRUE(trainer::training_device("cuda").is_cuda());
+    EXPECT_KEEL_ERROR(trainer::training_device("cuda:9999"), "train.device", "visible");
+  }
+}
+
+void expect_exact_resume(TrainerTest& t, const std::vector<std::string>& sets) {
+  config::Config cfg = trainer::parse_config(t.config_text(), "test", sets);
   nn::NamedTensors straight_state, resumed_state;
-  auto straight = run(cfg, {}, &straight_state);
+  auto straight = t.run(cfg, {}, &straight_state);
   ASSERT_EQ(straight.losses.size(), 8u);
 
   // Same run in two parts: stop after 4 steps (checkpoint), resume to the end.
-  config::Config cfg2 = trainer::parse_config(
-      config_text(), "test", {"checkpoint.dir=" + (dir_ / "ckpt2").string()});
+  std::vector<std::string> sets2 = sets;
+  sets2.push_back("checkpoint.dir=" + (t.dir_ / "ckpt2").string());
+  config::Config cfg2 = trainer::parse_config(t.config_text(), "test", sets2);
   trainer::TrainOptions first;
   first.stop_after = 4;
-  auto part1 = run(cfg2, first);
+  auto part1 = t.run(cfg2, first);
   ASSERT_EQ(part1.end_step, 4);
   ASSERT_FALSE(part1.last_checkpoint.empty());
   trainer::TrainOptions second;
   second.resume = "auto";
-  auto part2 = run(cfg2, second, &resumed_state);
+  auto part2 = t.run(cfg2, second, &resumed_state);
   EXPECT_EQ(part2.start_step, 4);
   ASSERT_EQ(part2.losses.size(), 4u);
   for (size_t i = 0; i < 4; ++i) {
     EXPECT_EQ(part1.losses[i], straight.losses[i]) << "step " << i + 1;
     EXPECT_EQ(part2.losses[i], straight.losses[4 + i]) << "step " << 5 + i;  // bit for bit
   }
+  EXPECT_EQ(part1.skipped_steps + part2.skipped_steps, straight.skipped_steps);
   ASSERT_EQ(straight_state.size(), resumed_state.size());
   for (size_t i = 0; i < straight_state.size(); ++i)
     EXPECT_EQ(testing::to_doubles(straight_state[i].second),
               testing::to_doubles(resumed_state[i].second))
         << straight_state[i].first;
 }
+
+TEST_F(TrainerTest, ResumeIsBitExact) { expect_exact_resume(*this, {}); }
 
 TEST_F(TrainerTest, LossFallsAndMetricsAreWritten) {
   config::Config cfg = trainer::parse_config(
@@ -150,7 +261,11 @@ TEST_F(TrainerTest, MissingAndBadFieldsAreRefusedByName) {
   expect_refused({"model.n_head=3"}, "model.n_embd");
   expect_refused({"parallel.tp=2"}, "parallel");
   expect_refused({"train.grad_accum=0"}, "train.grad_accum");
-  expect_refused({"train.device=cuda"}, "train.device");
+  expect_refused({"train.device=gpu"}, "train.device");
+  expect_refused({"train.device=cuda:x"}, "train.device");
+  expect_refused({"train.precision=fp8"}, "train.precision");
+  expect_refused({"train.min_loss_scale=0"}, "train.min_loss_scale");
+  expect_refused({"train.loss_scale_window=0"}, "train.loss_scale_window");
   config::Config missing = trainer::parse_config("model { n_layer: 1 }", "t");
   EXPECT_KEEL_ERROR(trainer::validate_config(missing), "model.block_size", "missing");
 }
