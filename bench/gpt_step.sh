@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# GPT training step on CPU, keel against PyTorch on the same work in one run:
+# GPT training step, keel against PyTorch on the same work in one run:
 # same sizes, batch, step (forward, backward, clip to 1.0, AdamW, zero_grad)
 # and thread count. Prints a table of tokens/s and the ratio keel/torch.
 #
 #   bench/gpt_step.sh [--threads N] [--build DIR] [--quick] [--repeat R]
 #                     [--torch-blas openmp|system]
+#                     [--device cpu|cuda] [--precision fp32|bf16|fp16]
+#
+# --device cuda runs both on GPU 0 (a CUDA build of keel, and PYTHON= a
+# PyTorch with CUDA) at GPU sizes: the tiny recipe's model at a GPU batch,
+# and GPT-2 124M at T=1024, B=8. --precision sets both sides' compute
+# precision (keel: train.precision's autocast; torch: torch.autocast).
 #
 # --repeat R runs each size R times, keel and torch alternating, and keeps
 # each one's fastest run: on a shared machine, the least disturbed. Columns:
@@ -27,6 +33,8 @@ threads="$(nproc)"
 build="$root/build-bench"
 quick=0
 repeat=1
+device=cpu
+precision=fp32
 torch_blas_mode=openmp
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -35,7 +43,9 @@ while [[ $# -gt 0 ]]; do
     --quick) quick=1; shift ;;
     --repeat) repeat="$2"; shift 2 ;;
     --torch-blas) torch_blas_mode="$2"; shift 2 ;;
-    *) echo "usage: $0 [--threads N] [--build DIR] [--quick] [--repeat R] [--torch-blas openmp|system]" >&2
+    --device) device="$2"; shift 2 ;;
+    --precision) precision="$2"; shift 2 ;;
+    *) echo "usage: $0 [--threads N] [--build DIR] [--quick] [--repeat R] [--torch-blas openmp|system] [--device cpu|cuda] [--precision fp32|bf16|fp16]" >&2
        exit 2 ;;
   esac
 done
@@ -43,6 +53,8 @@ done
 [[ $torch_blas_mode == openmp || $torch_blas_mode == system ]] ||
   { echo "--torch-blas must be openmp or system, got '$torch_blas_mode'" >&2; exit 2; }
 [[ $repeat =~ ^[1-9][0-9]*$ ]] || { echo "--repeat must be a positive integer, got '$repeat'" >&2; exit 2; }
+[[ $device == cpu || $device == cuda ]] || { echo "--device must be cpu or cuda, got '$device'" >&2; exit 2; }
+[[ $precision =~ ^(fp32|bf16|fp16)$ ]] || { echo "--precision must be fp32, bf16 or fp16, got '$precision'" >&2; exit 2; }
 
 bench="$build/bench/gpt_step_bench"
 [[ -x "$bench" ]] || { echo "missing $bench: ninja -C $build gpt_step_bench" >&2; exit 1; }
@@ -76,6 +88,14 @@ sizes=(
   "c: 4L x 256 x 4H, T=256 B=8, V=256 (bytes)|--layers 4 --width 256 --heads 4 --seq 256 --batch 8 --vocab 256|2|10"
 )
 if [[ $quick == 1 ]]; then sizes=("${sizes[0]}" "${sizes[2]}"); fi
+if [[ $device == cuda ]]; then
+  command -v nvidia-smi >/dev/null && echo "# GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)"
+  sizes=(
+    "tiny: 2L x 32 x 2H, T=32 B=512, V=256 (tiny.pbtxt model)|--layers 2 --width 32 --heads 2 --seq 32 --batch 512 --vocab 256|5|50"
+    "124M: 12L x 768 x 12H, T=1024 B=8, V=50257|--layers 12 --width 768 --heads 12 --seq 1024 --batch 8 --vocab 50257|3|20"
+  )
+fi
+dev_flags="--device $device --precision $precision"
 
 field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
 
@@ -97,10 +117,10 @@ for s in "${sizes[@]}"; do
   ks=() ts=()
   for ((r = 0; r < repeat; ++r)); do
     # shellcheck disable=SC2086
-    k="$("${keel_env[@]}" "$bench" $flags --warmup "$warmup" --steps "$steps" --threads "$threads")"
+    k="$("${keel_env[@]}" "$bench" $flags $dev_flags --warmup "$warmup" --steps "$steps" --threads "$threads")"
     echo "$k  # load $(cut -d' ' -f1 /proc/loadavg)"
     # shellcheck disable=SC2086
-    t="$("${torch_env[@]}" "$python" "$here/gpt_step_torch.py" $flags --warmup "$warmup" \
+    t="$("${torch_env[@]}" "$python" "$here/gpt_step_torch.py" $flags $dev_flags --warmup "$warmup" \
           --steps "$steps" --threads "$threads")"
     echo "$t  # load $(cut -d' ' -f1 /proc/loadavg)"
     ks+=("$k") ts+=("$t")

@@ -7,9 +7,13 @@ with weight decay on Linear weights only, zero_grad), timed after warmup.
 
 Prints one line: `torch tokens_per_s=... ms_per_step=... min_ms=... fwd_ms=... bwd_ms=...
 opt_ms=...` (means over the timed steps; min_ms the fastest step).
-Written for Debian's python3-torch 1.13 (CPU): no scaled_dot_product_attention
-and no fused AdamW there, so attention is the explicit masked softmax and the
-optimizer uses foreach=True.
+On the CPU with Debian's python3-torch 1.13 there is no
+scaled_dot_product_attention and no fused AdamW, so attention is the explicit
+masked softmax and the optimizer uses foreach=True. With --device cuda
+(PyTorch 2.x), attention is F.scaled_dot_product_attention (causal, its
+flash backend for bf16/fp16), AdamW is fused=True, and --precision bf16/fp16
+runs the forward under torch.autocast (fp16 with the same fixed loss scale
+1024 as keel's bench); phases are timed with torch.cuda.synchronize().
 """
 import argparse
 import math
@@ -34,6 +38,9 @@ class Attention(nn.Module):
         q = q.view(B, T, self.h, C // self.h).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.h, C // self.h).transpose(1, 2)
         v = v.view(B, T, self.h, C // self.h).transpose(1, 2)
+        if x.is_cuda and hasattr(F, "scaled_dot_product_attention"):
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, H, T, T)
         att = att.masked_fill(mask[:, :, :T, :T] == 0, float("-inf"))
         att = F.softmax(att, dim=-1)
@@ -76,7 +83,7 @@ class GPT(nn.Module):
 
     def loss(self, ids, targets):
         T = ids.size(1)
-        pos = torch.arange(T, dtype=torch.long)
+        pos = torch.arange(T, dtype=torch.long, device=ids.device)
         x = self.wte(ids) + self.wpe(pos)
         for b in self.blocks:
             x = b(x, self.mask)
@@ -97,37 +104,59 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     a = p.parse_args()
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("gpt_step_torch.py: --device cuda but torch sees no CUDA device")
+    dev = torch.device(a.device)
+    cuda = a.device == "cuda"
+    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.precision]
+    loss_scale = 1024.0 if a.precision == "fp16" else 1.0
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
 
     padded = (a.vocab + 127) // 128 * 128
-    model = GPT(a.vocab, padded, a.seq, a.layers, a.heads, a.width)
+    model = GPT(a.vocab, padded, a.seq, a.layers, a.heads, a.width).to(dev)
     model.train()
     # Weight decay on Linear weights only, as keel's decayed_parameter_names().
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith(("wte", "wpe"))]
     other = [p for n, p in model.named_parameters() if not (p.dim() == 2 and not n.startswith(("wte", "wpe")))]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
                              {"params": other, "weight_decay": 0.0}],
-                            lr=6e-4, betas=(0.9, 0.95), eps=1e-8, foreach=True)
+                            lr=6e-4, betas=(0.9, 0.95), eps=1e-8,
+                            **({"fused": True} if cuda else {"foreach": True}))
 
     data = torch.randint(0, a.vocab, (a.batch, a.seq + 1))
-    ids, targets = data[:, :-1].contiguous(), data[:, 1:].contiguous()  # (B, T)
+    ids, targets = data[:, :-1].contiguous().to(dev), data[:, 1:].contiguous().to(dev)  # (B, T)
 
     fwd = bwd = opt_t = total = 0.0
     best = float("inf")
     loss_v = 0.0
     for s in range(a.warmup + a.steps):
         t0 = time.perf_counter()
-        loss = model.loss(ids, targets)
+        if amp_dtype is None:
+            loss = model.loss(ids, targets)
+        else:
+            with torch.autocast(device_type=a.device, dtype=amp_dtype):
+                loss = model.loss(ids, targets)
         loss_v = loss.item()
         t1 = time.perf_counter()
-        loss.backward()
+        (loss * loss_scale if loss_scale != 1.0 else loss).backward()
+        sync()
         t2 = time.perf_counter()
+        if loss_scale != 1.0:
+            for q in model.parameters():
+                q.grad.div_(loss_scale)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        sync()
         t3 = time.perf_counter()
         if s >= a.warmup:
             fwd += t1 - t0
@@ -142,7 +171,8 @@ def main():
           f" fwd_ms={1000 * fwd / n:.2f} bwd_ms={1000 * bwd / n:.2f} opt_ms={1000 * opt_t / n:.2f}"
           f" loss={loss_v:.4f} params={nparams} threads={torch.get_num_threads()}"
           f" layers={a.layers} width={a.width} heads={a.heads} seq={a.seq} batch={a.batch}"
-          f" vocab={a.vocab} steps={a.steps} torch={torch.__version__}", flush=True)
+          f" vocab={a.vocab} steps={a.steps} device={a.device} precision={a.precision}"
+          f" torch={torch.__version__}", flush=True)
 
 
 if __name__ == "__main__":
