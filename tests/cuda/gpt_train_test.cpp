@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "recipes/recipe.h"
 #include "tests/cuda/parity.h"
 #include "tests/testing/corpus.h"
+#include "tests/testing/temp_dir.h"
 #include "trainer/checkpoint.h"
 #include "trainer/trainer.h"
 
@@ -24,15 +26,9 @@ class GpuTraining : public ::testing::Test {
  protected:
   void SetUp() override {
     KEEL_SKIP_WITHOUT_CUDA();
-    dir_ = fs::temp_directory_path() /
-           ("keel_gpu_train_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    tmp_ = std::make_unique<testing::TempDir>("gpu_train");
+    dir_ = tmp_->path();
     testing::write_verse_shards(dir_);
-  }
-  void TearDown() override {
-    if (!dir_.empty()) fs::remove_all(dir_);
   }
 
   config::Config config(const std::vector<std::string>& sets) const {
@@ -61,6 +57,7 @@ class GpuTraining : public ::testing::Test {
     return res;
   }
 
+  std::unique_ptr<testing::TempDir> tmp_;
   fs::path dir_;
 };
 

@@ -6,10 +6,12 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 
 #include "recipes/recipe.h"
 #include "tests/testing/corpus.h"
 #include "tests/testing/gradcheck.h"
+#include "tests/testing/temp_dir.h"
 #include "trainer/checkpoint.h"
 #include "trainer/optim.h"
 #include "trainer/shard.h"
@@ -23,14 +25,10 @@ namespace fs = std::filesystem;
 class TrainerTest : public ::testing::Test {
  public:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("keel_trainer_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    tmp_ = std::make_unique<testing::TempDir>("trainer");
+    dir_ = tmp_->path();
     testing::write_verse_shards(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   std::string config_text(const std::string& extra = "") const {
     return "model { vocab_size: 256 padded_vocab_size: 256 block_size: 16 n_layer: 2 n_head: 2 "
@@ -55,6 +53,7 @@ class TrainerTest : public ::testing::Test {
     return res;
   }
 
+  std::unique_ptr<testing::TempDir> tmp_;
   fs::path dir_;
 };
 
