@@ -34,6 +34,8 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual std::string name() const = 0;  // e.g. "world", "dp", "tp" (for messages)
+  // Where this backend's buffers live: the host (MPI) or its CUDA device (NCCL).
+  virtual Device device() const { return Device::cpu(); }
 
   // In place on `t` (contiguous). Avg divides by size() after summing.
   virtual WorkPtr all_reduce(Tensor& t, ReduceOp op) = 0;

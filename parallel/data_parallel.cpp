@@ -78,10 +78,11 @@ struct GradientSync::State {
     Bucket& b = buckets[bucket_of[i]];
     return b.buffer.narrow(0, b.slots[index_in_bucket[i]], p.numel()).view(p.sizes());
   }
-  float& flag(size_t i) {
-    if (scatter()) return flags.data<float>()[i];
+  // Parameter i's has-gradient flag, (1) f32 on the buffers' device.
+  Tensor flag(size_t i) {
+    if (scatter()) return flags.narrow(0, int64_t(i), 1);
     Bucket& b = buckets[bucket_of[i]];
-    return b.buffer.data<float>()[b.numel + int64_t(index_in_bucket[i])];
+    return b.buffer.narrow(0, b.numel + int64_t(index_in_bucket[i]), 1);
   }
 
   // Copies parameter i's gradient (or zeros when it has none) into its slot.
@@ -90,10 +91,10 @@ struct GradientSync::State {
     Tensor g = params[i].second.grad();
     if (g.defined()) {
       dst.copy_(g);
-      flag(i) = 1.0f;
+      flag(i).fill_(1.0);
     } else {
       dst.zero_();
-      flag(i) = 0.0f;
+      flag(i).fill_(0.0);
     }
   }
 
@@ -163,19 +164,21 @@ GradientSync::GradientSync(const NamedParams& params, Communicator& comm,
   for (const auto& [name, p] : params) {
     KEEL_CHECK(p.defined() && p.requires_grad() && p.is_leaf(), "GradientSync: parameter '", name,
                "' is not a leaf that requires grad");
-    KEEL_CHECK(is_floating(p.dtype()) && p.is_contiguous() && p.device().is_cpu(),
+    KEEL_CHECK(is_floating(p.dtype()) && p.is_contiguous() && p.device() == comm.device(),
                "GradientSync: parameter '", name, "' (", p.describe(),
-               ") must be a contiguous floating tensor on the host (the MPI backend)");
+               ") must be a contiguous floating tensor on ", comm.device().str(),
+               ", where communicator '", comm.name(), "' reduces (MPI: the host; NCCL: its GPU)");
   }
   s.layout = FlatLayout(params, comm.size());
   const size_t n = params.size();
   s.ready.assign(n, 0);
   s.has_grad.assign(n, 0);
 
+  const Device dev = comm.device();
   if (s.scatter()) {
-    s.flat = zeros({s.layout.padded});       // (padded)
-    s.flags = zeros({int64_t(n)});           // (params)
-    s.shard_grad = zeros({s.layout.shard});  // (shard)
+    s.flat = zeros({s.layout.padded}, DType::F32, dev);       // (padded)
+    s.flags = zeros({int64_t(n)}, DType::F32, dev);           // (params)
+    s.shard_grad = zeros({s.layout.shard}, DType::F32, dev);  // (shard)
     s.pending_all = n;
   } else {
     // Reverse registration order: the last layers' gradients are final first.
@@ -192,7 +195,7 @@ GradientSync::GradientSync(const NamedParams& params, Communicator& comm,
       b.numel += params[k].second.numel();
     }
     for (Bucket& b : s.buckets) {
-      b.buffer = zeros({b.numel + int64_t(b.params.size())});  // (grads + flags)
+      b.buffer = zeros({b.numel + int64_t(b.params.size())}, DType::F32, dev);  // (grads + flags)
       b.pending = b.params.size();
     }
   }
@@ -242,7 +245,8 @@ void GradientSync::finish() {
     s.flag_work->wait();
     s.flat_work.reset();
     s.flag_work.reset();
-    const float* f = s.flags.data<float>();
+    const Tensor flags = s.flags.to(Device::cpu());  // (params) on the host
+    const float* f = flags.data<float>();
     for (size_t i = 0; i < n; ++i) s.has_grad[i] = f[i] > 0.0f;
     s.flat_launched = false;
     s.pending_all = n;
@@ -257,7 +261,10 @@ void GradientSync::finish() {
     for (Bucket& b : s.buckets) {
       b.work->wait();
       b.work.reset();
-      const float* f = b.buffer.data<float>() + b.numel;
+      // (params) flags on the host
+      const Tensor flags =
+          b.buffer.narrow(0, b.numel, int64_t(b.params.size())).to(Device::cpu()).contiguous();
+      const float* f = flags.data<float>();
       for (size_t j = 0; j < b.params.size(); ++j) {
         const size_t i = b.params[j];
         s.has_grad[i] = f[j] > 0.0f;
@@ -304,11 +311,13 @@ GradReduction GradientSync::reduction() const { return state_->options.reduction
 size_t GradientSync::num_buckets() const { return state_->scatter() ? 1 : state_->buckets.size(); }
 
 double sum_across(Communicator& comm, double x) {
-  Tensor mine = empty({1}, DType::I64);                    // (1)
-  Tensor all = empty({int64_t(comm.size())}, DType::I64);  // (world)
-  std::memcpy(mine.raw_data(), &x, sizeof(double));
+  int64_t x_bits = 0;
+  std::memcpy(&x_bits, &x, sizeof(double));
+  Tensor mine = from_vector(std::vector<int64_t>{x_bits}, {1}).to(comm.device());  // (1)
+  Tensor all = empty({int64_t(comm.size())}, DType::I64, comm.device());          // (world)
   comm.all_gather(mine, all)->wait();
-  const auto* bits = all.data<int64_t>();
+  const Tensor host = all.to(Device::cpu());  // (world)
+  const auto* bits = host.data<int64_t>();
   double total = 0;
   for (int r = 0; r < comm.size(); ++r) {
     double v = 0;

@@ -12,6 +12,9 @@
 // finish() leaves this rank only its shard of the average (shard_grad()),
 // for ShardedAdamW (parallel/zero.h).
 //
+// The buckets live where the communicator reduces (Communicator::device()):
+// on the host with MPI, on the GPU with NCCL, beside the parameters.
+//
 // Why copies and not .grad views into the buckets: the autograd engine owns
 // gradient storage (zero_grad drops it, the next backward allocates it), so
 // views would have to be re-installed every step and would silently alias
@@ -113,7 +116,8 @@ class GradientSync {
   std::shared_ptr<State> state_;
 };
 
-// Small collectives on host values, identical on every rank.
+// Small collectives on host values, identical on every rank (through
+// buffers on the communicator's device).
 
 // The sum over ranks of `x`, added in rank order in double: the per-rank
 // values travel bit for bit (as int64), so every rank gets the same result.

@@ -271,6 +271,7 @@ class NcclCommunicator final : public Communicator {
   int rank() const override { return mpi_->rank(); }
   int size() const override { return mpi_->size(); }
   std::string name() const override { return mpi_->name(); }
+  Device device() const override { return Device::cuda(state_->device); }
 
   WorkPtr all_reduce(Tensor& t, ReduceOp op) override {
     const char* opn = "all_reduce";

@@ -15,8 +15,8 @@ ShardedAdamW::ShardedAdamW(GradientSync& sync, const std::vector<std::string>& d
              "ShardedAdamW: the GradientSync must reduce-scatter (GradReduction::ReduceScatter)");
   const FlatLayout& layout = sync.layout();
   const int rank = sync.comm().rank();
-  m_ = zeros({layout.shard});  // (shard)
-  v_ = zeros({layout.shard});  // (shard)
+  m_ = zeros({layout.shard}, DType::F32, sync.comm().device());  // (shard)
+  v_ = zeros({layout.shard}, DType::F32, sync.comm().device());  // (shard)
   const NamedParams& params = sync.params();
   for (size_t i = 0; i < params.size(); ++i) {
     decay_.push_back(std::find(decayed.begin(), decayed.end(), params[i].first) != decayed.end());

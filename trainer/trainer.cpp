@@ -167,9 +167,6 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
   TokenLoader loader(files(cfg.data().train_files()), loader_options(cfg, dp));
   check_data(cfg, loader, "train_files");
   const Device device = training_device(tc.device());
-  KEEL_CHECK(device.is_cpu() || !dp, "train.device '", tc.device(), "' with parallel.dp=",
-             dp_size, ": data parallelism on GPUs needs NCCL gradient buckets, which the",
-             " trainer does not have yet; train on one GPU, or data-parallel on CPUs");
   model.to(device);  // before the optimizer allocates its moments beside the weights
   const DType compute = compute_dtype(cfg);
   const bool fp16 = compute == DType::F16;
@@ -181,6 +178,11 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
   // Single process: AdamW. Data parallel: gradients averaged by GradientSync,
   // then AdamW on every rank, or (ZeRO-1) reduce-scattered into ShardedAdamW.
   const bool zero = dp && cfg.parallel().zero_stage() == 1;
+  // Gradients are reduced where they live: over MPI on the host, over NCCL
+  // (built from the dp group) on GPUs. Scalars, strings and checkpoints
+  // stay on the MPI group.
+  std::unique_ptr<parallel::Communicator> nccl;
+  if (dp && device.is_cuda()) nccl = parallel::make_nccl_communicator(*dp, device.index);
   std::unique_ptr<parallel::GradientSync> sync;
   std::unique_ptr<AdamW> adamw;
   std::unique_ptr<parallel::ShardedAdamW> sharded;
@@ -190,7 +192,7 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
     KEEL_CHECK(so.bucket_mb > 0, "parallel.bucket_mb must be positive, got ", so.bucket_mb);
     so.reduction =
         zero ? parallel::GradReduction::ReduceScatter : parallel::GradReduction::AllReduce;
-    sync = std::make_unique<parallel::GradientSync>(params, *dp, so);
+    sync = std::make_unique<parallel::GradientSync>(params, nccl ? *nccl : *dp, so);
   }
   if (zero) {
     sharded = std::make_unique<parallel::ShardedAdamW>(

@@ -280,6 +280,23 @@ TEST_F(DataParallelTest, TrainingWithDropoutMatchesSerial) {
   EXPECT_NE(plain.result.losses.back(), serial.result.losses.back());
 }
 
+// The same on GPUs: gradients reduced over NCCL from GPU buckets (one GPU
+// per rank on this node: train.device=cuda picks the node-local rank's).
+// Skips unless every rank has a GPU of its own.
+TEST_F(DataParallelTest, TrainingOnGpusMatchesSerial) {
+  NEED_SEVERAL_RANKS();
+  if (cuda_device_count() < W_) GTEST_SKIP() << "needs one CUDA device per rank";
+  const std::string gpu = "train.device=cuda";
+  Run serial = run(config({gpu, "model.dropout=0.2"}), nullptr);
+  Run par = run(config({gpu, "model.dropout=0.2", dp_set(W_)}), world_.get());
+  expect_same_losses(par.result.losses, serial.result.losses, kLossRtol, "losses");
+  expect_same_state(par.state, serial.state, "parameters after 6 steps");
+  Run zero = run(config({gpu, "model.dropout=0.2", dp_set(W_), "parallel.zero_stage=1"}),
+                 world_.get());
+  expect_same_losses(zero.result.losses, serial.result.losses, kLossRtol, "ZeRO losses");
+  expect_same_state(zero.state, serial.state, "ZeRO parameters after 6 steps");
+}
+
 TEST_F(DataParallelTest, ZeroStage1MatchesPlainDataParallel) {
   NEED_SEVERAL_RANKS();
   Run plain = run(config({dp_set(W_)}), world_.get());
