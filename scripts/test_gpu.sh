@@ -6,6 +6,10 @@
 #   scripts/test_gpu.sh                          # build dir: build-cuda/
 #   BUILD_DIR=build-gpu JOBS=16 scripts/test_gpu.sh
 #   KEEL_SKIP_SETUP=1 scripts/test_gpu.sh        # dependencies already there
+# Kernel benchmarks against PyTorch (not run by this script), after it built:
+#   bench/gpu_kernels.sh --build build-cuda      # PYTHON=... for a torch with CUDA
+#   bench/attention.sh --build build-cuda        # fused attention vs torch SDPA flash
+#   bench/gpu_all.sh --build build-cuda          # all of them, and the GPT step on the GPU
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "${KEEL_SKIP_SETUP:-0}" = 1 ] || scripts/setup.sh
