@@ -15,8 +15,9 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const A
 void adamw_step_multi(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                       const std::vector<Tensor>& m, const std::vector<Tensor>& v,
                       const AdamWStep& hp);
-// Reads the result back to the host: synchronises the stream.
+// Read the result back to the host: synchronise the stream.
 double sum_squares(const Tensor& x);
+double sum_squares_multi(const std::vector<Tensor>& xs);
 }  // namespace cuda
 
 namespace {
@@ -79,6 +80,27 @@ double sum_squares(const Tensor& x) {
   return on_device(
       "sum_squares", x.device(), [&] { return cpu::sum_squares(c); },
       [&] { return cuda::sum_squares(c); });
+}
+
+double sum_squares_multi(const std::vector<Tensor>& xs) {
+  const char* op = "sum_squares_multi";
+  if (xs.empty()) return 0.0;
+  std::vector<Tensor> cs;  // contiguous handles
+  for (size_t i = 0; i < xs.size(); ++i) {
+    KEEL_CHECK(xs[i].defined(), op, ": tensor ", i, " is undefined");
+    check_floating(op, xs[i], "input");
+    KEEL_CHECK(xs[i].device() == xs[0].device(), op, ": tensor ", i, " (", xs[i].describe(),
+               ") is not on ", xs[0].device().str(), " like tensor 0");
+    cs.push_back(xs[i].contiguous());
+  }
+  return on_device(
+      op, xs[0].device(),
+      [&] {
+        double total = 0;
+        for (const Tensor& c : cs) total += cpu::sum_squares(c);
+        return total;
+      },
+      [&] { return cuda::sum_squares_multi(cs); });
 }
 
 }  // namespace keel::kernels

@@ -33,4 +33,11 @@ void adamw_step_multi(const std::vector<Tensor>& params, const std::vector<Tenso
 // sum(x^2) accumulated in double.
 double sum_squares(const Tensor& x);
 
+// The sum over tensors of sum(x^2), in double, all on one device: the
+// global gradient norm's square. On the CPU the tensors' sums are added in
+// order (so it equals adding sum_squares of each); on CUDA every tensor's
+// fixed block partials go to one buffer and are added by one block, so the
+// host waits once, not once per tensor. Deterministic on both.
+double sum_squares_multi(const std::vector<Tensor>& xs);
+
 }  // namespace keel::kernels

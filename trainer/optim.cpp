@@ -36,12 +36,12 @@ nn::NamedTensors AdamW::state() const {
 }
 
 double global_grad_norm(const nn::NamedTensors& params) {
-  double total = 0;
+  std::vector<Tensor> grads;
   for (const auto& [name, p] : params) {
     Tensor g = p.grad();
-    if (g.defined()) total += kernels::sum_squares(g);
+    if (g.defined()) grads.push_back(g);
   }
-  return std::sqrt(total);
+  return std::sqrt(kernels::sum_squares_multi(grads));
 }
 
 double clip_coefficient(double norm, double max_norm) {

@@ -223,25 +223,56 @@ void adamw_step_multi(const std::vector<Tensor>& params, const std::vector<Tenso
   }
 }
 
-double sum_squares(const Tensor& x) {
-  const int64_t n = x.numel();
-  if (n == 0) return 0.0;
-  // Partials depend only on n: up to 1024 blocks of at least 16 elements per thread.
-  const int64_t blocks = std::clamp<int64_t>((n + kThreads * 16 - 1) / (kThreads * 16), 1, 1024);
+namespace {
+
+// Partials depend only on n: up to 1024 blocks of at least 16 elements per thread.
+int64_t partial_blocks(int64_t n) {
+  return std::clamp<int64_t>((n + kThreads * 16 - 1) / (kThreads * 16), 1, 1024);
+}
+
+// Launches x's block partials into partial[0, partial_blocks(n)).
+void launch_partials(const Tensor& x, double* partial, cudaStream_t stream) {
+  const int64_t n = x.numel(), blocks = partial_blocks(n);
   const int64_t per_block = (n + blocks - 1) / blocks;
-  Tensor work = scratch((blocks + 1) * int64_t(sizeof(double)), x.device());  // partials, total
-  double* partial = data_ptr<double>(work);
-  cudaStream_t stream = stream_of(x);
   KEEL_CUDA_DISPATCH_FLOAT(x.dtype(), "sum_squares", {
     sum_squares_partials<T>
         <<<unsigned(blocks), kThreads, 0, stream>>>(data_ptr<const T>(x), n, per_block, partial);
   });
   KEEL_CUDA_CHECK(cudaGetLastError());
-  sum_partials<<<1, 1024, 0, stream>>>(partial, int(blocks), partial + blocks);
+}
+
+// Adds partial[0, count) in one block into partial[count] and reads it back.
+double total_of(double* partial, int64_t count, cudaStream_t stream) {
+  KEEL_CHECK(count <= int64_t(INT32_MAX), "sum_squares: ", count, " partial sums exceed an int");
+  sum_partials<<<1, 1024, 0, stream>>>(partial, int(count), partial + count);
   KEEL_CUDA_CHECK(cudaGetLastError());
   double out = 0.0;
-  read_back(&out, partial + blocks, sizeof(double), stream);
+  read_back(&out, partial + count, sizeof(double), stream);
   return out;
+}
+
+}  // namespace
+
+double sum_squares(const Tensor& x) {
+  if (x.numel() == 0) return 0.0;
+  return sum_squares_multi({x});
+}
+
+double sum_squares_multi(const std::vector<Tensor>& xs) {
+  int64_t count = 0;
+  for (const Tensor& x : xs)
+    if (x.numel() > 0) count += partial_blocks(x.numel());
+  if (count == 0) return 0.0;
+  cudaStream_t stream = stream_of(xs[0]);
+  Tensor work = scratch((count + 1) * int64_t(sizeof(double)), xs[0].device());  // partials, total
+  double* partial = data_ptr<double>(work);
+  int64_t at = 0;
+  for (const Tensor& x : xs) {
+    if (x.numel() == 0) continue;
+    launch_partials(x, partial + at, stream);
+    at += partial_blocks(x.numel());
+  }
+  return total_of(partial, count, stream);
 }
 
 }  // namespace keel::kernels::cuda

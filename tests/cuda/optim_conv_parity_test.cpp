@@ -215,6 +215,26 @@ TEST(CudaAdamW, SumSquaresMatchesCpu) {
   }
 }
 
+TEST(CudaAdamW, SumSquaresMultiMatchesCpu) {
+  KEEL_SKIP_WITHOUT_CUDA();
+  // A parameter set's gradients: mixed sizes (an empty one too) and dtypes.
+  std::vector<Tensor> c, g;
+  int64_t k = 0;
+  for (int64_t n : {768, 0, 2304 * 768, 1, 50304 * 64, 3072}) {
+    const DType dt = k % 3 == 2 ? DType::BF16 : DType::F32;
+    c.push_back(testing::uniform({n}, 3500 + uint64_t(k++), -1.0, 1.0, dt));
+    g.push_back(to_gpu(c.back()));
+  }
+  double want = 0;
+  for (const Tensor& x : c) want += kernels::sum_squares(x);
+  EXPECT_EQ(kernels::sum_squares_multi(c), want);  // CPU: the per-tensor sums in order
+  const double got = kernels::sum_squares_multi(g);
+  EXPECT_NEAR(got, want, 1e-10 * want);  // f64 sums of the same squares, another order
+  EXPECT_EQ(kernels::sum_squares_multi(g), got) << "run twice";
+  EXPECT_EQ(kernels::sum_squares_multi({g[3]}), kernels::sum_squares(g[3]));
+  EXPECT_KEEL_ERROR(kernels::sum_squares_multi({g[0], c[0]}), "sum_squares_multi", "tensor 1");
+}
+
 struct ConvCase {
   int64_t B, C, T, K;
   bool bias, strided;
