@@ -37,7 +37,8 @@ commands:
   train     CONFIG [--set field=value]... [--resume PATH|auto] [--stop-after N]
             train the model a .pbtxt config describes
   eval      CHECKPOINT|DIR [--batches N] [--set field=value]...
-            validation loss of a checkpoint
+            validation loss of a checkpoint, on its train.device at its train.precision
+            (--set train.device=cpu evaluates a GPU run's checkpoint on the CPU)
   generate  CHECKPOINT|DIR --prompt TEXT [--tokens N] [--temperature T] [--top-k K] [--seed S]
             sample text from a checkpoint
   inspect   CHECKPOINT
@@ -190,6 +191,7 @@ int cmd_generate(const Args& a) {
 int cmd_eval(const Args& a) {
   KEEL_CHECK(a.positional.size() == 1, "eval: expected one CHECKPOINT (file or directory)");
   Loaded l = load_model(a.positional[0], a.all("set"));
+  l.recipe.module->to(trainer::training_device(l.cfg.train().device()));
   int64_t batches = int64_t(a.number("batches", double(l.cfg.train().eval_batches())));
   double loss = trainer::evaluate(l.cfg, *l.recipe.module, l.recipe.loss, batches);
   std::cout << "val loss " << std::setprecision(6) << loss << " over " << batches
