@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -389,8 +390,12 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
         adamw->step(lr, clip);
     } else {
       ++result.skipped_steps;
-      out << "step " << step + 1 << ": gradients overflowed at loss scale " << loss_scale
-          << "; step skipped, loss scale now " << scaler.scale() << std::endl;
+      // Scales are powers of two times the initial one: print them whole.
+      auto whole = [](double x) {
+        return x == std::floor(x) && x < 1e15 ? std::to_string(int64_t(x)) : std::to_string(x);
+      };
+      out << "step " << step + 1 << ": gradients overflowed at loss scale " << whole(loss_scale)
+          << "; step skipped, loss scale now " << whole(scaler.scale()) << std::endl;
     }
     model.zero_grad();
     result.losses.push_back(loss);
