@@ -1,10 +1,12 @@
-// Element types. bf16 and f16 are storage types on the CPU: kernels load them
-// as f32, compute in f32 and round to nearest-even on store.
+// Element types. bf16 and f16 are storage types: kernels load them as f32,
+// compute in f32 and round to nearest-even on store. The conversions are
+// KEEL_HD, so CPU and CUDA kernels round bit for bit alike.
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 #include <string>
+
+#include "core/hd.h"
 
 namespace keel {
 
@@ -23,22 +25,16 @@ struct f16 {
   uint16_t bits;
 };
 
-inline float bf16_to_float(bf16 h) {
-  uint32_t u = uint32_t(h.bits) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+KEEL_HD float bf16_to_float(bf16 h) { return bits_float(uint32_t(h.bits) << 16); }
 
-inline bf16 float_to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
+KEEL_HD bf16 float_to_bf16(float f) {
+  uint32_t u = float_bits(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return bf16{uint16_t((u >> 16) | 0x40)};  // quiet NaN
   u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even
   return bf16{uint16_t(u >> 16)};
 }
 
-inline float f16_to_float(f16 h) {
+KEEL_HD float f16_to_float(f16 h) {
   uint32_t sign = uint32_t(h.bits & 0x8000u) << 16;
   uint32_t exp = (h.bits >> 10) & 0x1fu;
   uint32_t man = h.bits & 0x3ffu;
@@ -59,14 +55,11 @@ inline float f16_to_float(f16 h) {
   } else {
     u = sign | ((exp + 127 - 15) << 23) | (man << 13);
   }
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
+  return bits_float(u);
 }
 
-inline f16 float_to_f16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
+KEEL_HD f16 float_to_f16(float f) {
+  uint32_t u = float_bits(f);
   uint16_t sign = uint16_t((u >> 16) & 0x8000u);
   uint32_t absu = u & 0x7fffffffu;
   if (absu > 0x7f800000u) return f16{uint16_t(sign | 0x7e00u)};  // NaN

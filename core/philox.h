@@ -7,11 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define KEEL_HD __host__ __device__ __forceinline__
-#else
-#define KEEL_HD inline
-#endif
+#include "core/hd.h"
 
 namespace keel {
 
