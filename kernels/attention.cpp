@@ -16,6 +16,22 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
 void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_blk, const Tensor& lse_blk);
 }  // namespace cpu
 
+namespace cuda {
+// kernels/cuda/attention.cu. out contiguous in q's dtype, lse f32; D > 256
+// is a keel::Error.
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, float scale,
+                       Tensor& out, Tensor& lse);
+// Merges the attention over k, v into the running f32 pair (out, lse).
+void attention_forward_accumulate(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                                  float scale, Tensor& out, Tensor& lse);
+// dout in q's dtype, lse and dlse contiguous f32; writes every element of
+// dq, dk, dv (contiguous, q's dtype) without atomics.
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                        const Tensor& dout, const Tensor& lse, const Tensor& dlse, bool causal,
+                        float scale, Tensor& dq, Tensor& dk, Tensor& dv);
+void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_blk, const Tensor& lse_blk);
+}  // namespace cuda
+
 namespace {
 
 void check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, bool causal) {
@@ -60,8 +76,10 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& q, const Tensor& k, co
   Tensor out = empty(q.sizes(), q.dtype(), q.device());      // (B, H, Tq, D)
   Tensor lse = empty(row_shape(q), DType::F32, q.device());  // (B, H, Tq)
   const float s = resolve_scale(scale, q.size(3));
-  on_device("attention", q.device(),
-            [&] { cpu::attention_forward(q, k, v, causal, s, blocks, out, lse); });
+  on_device(
+      "attention", q.device(),
+      [&] { cpu::attention_forward(q, k, v, causal, s, blocks, out, lse); },
+      [&] { cuda::attention_forward(q, k, v, causal, s, out, lse); });
   return {out, lse};
 }
 
@@ -92,19 +110,30 @@ AttentionGrads attention_backward(const Tensor& q, const Tensor& k, const Tensor
   Tensor dlse_c;                                                     // (B, H, Tq) or undefined
   if (dlse.defined()) dlse_c = dlse.dtype() == DType::F32 ? dlse.contiguous() : dlse.to(DType::F32);
 
-  // Gradients accumulate block by block in f32, then round once to q's dtype.
-  Tensor dq = zeros(q.sizes(), DType::F32, q.device());  // (B, H, Tq, D)
-  Tensor dk = zeros(k.sizes(), DType::F32, q.device());  // (B, H, Tk, D)
-  Tensor dv = zeros(v.sizes(), DType::F32, q.device());  // (B, H, Tk, D)
   const float s = resolve_scale(scale, q.size(3));
-  on_device(op, q.device(), [&] {
-    cpu::attention_backward(q, k, v, out, g, lse_c, dlse_c, causal, s, blocks, dq, dk, dv);
-  });
-  if (q.dtype() != DType::F32) {
-    dq = dq.to(q.dtype());
-    dk = dk.to(q.dtype());
-    dv = dv.to(q.dtype());
-  }
+  Tensor dq, dk, dv;
+  on_device(
+      op, q.device(),
+      [&] {
+        // Gradients accumulate block by block in f32, then round once to q's dtype.
+        dq = zeros(q.sizes(), DType::F32, q.device());  // (B, H, Tq, D)
+        dk = zeros(k.sizes(), DType::F32, q.device());  // (B, H, Tk, D)
+        dv = zeros(v.sizes(), DType::F32, q.device());  // (B, H, Tk, D)
+        cpu::attention_backward(q, k, v, out, g, lse_c, dlse_c, causal, s, blocks, dq, dk, dv);
+        if (q.dtype() != DType::F32) {
+          dq = dq.to(q.dtype());
+          dk = dk.to(q.dtype());
+          dv = dv.to(q.dtype());
+        }
+      },
+      [&] {
+        // The kernels keep f32 accumulators in registers and write each
+        // element once, already in q's dtype.
+        dq = empty(q.sizes(), q.dtype(), q.device());  // (B, H, Tq, D)
+        dk = empty(k.sizes(), q.dtype(), q.device());  // (B, H, Tk, D)
+        dv = empty(v.sizes(), q.dtype(), q.device());  // (B, H, Tk, D)
+        cuda::attention_backward(q, k, v, out, g, lse_c, dlse_c, causal, s, dq, dk, dv);
+      });
   return {dq, dk, dv};
 }
 
@@ -121,7 +150,36 @@ void attention_merge_(Tensor& out, Tensor& lse, const Tensor& out_blk, const Ten
   KEEL_CHECK(lse_blk.dtype() == DType::F32, op, ": lse_blk must be f32, got ", lse_blk.describe());
   check_floating(op, out_blk, "out_blk");
   check_devices(op, out.device(), {&lse, &out_blk, &lse_blk});
-  on_device(op, out.device(), [&] { cpu::attention_merge(out, lse, out_blk, lse_blk); });
+  on_device(
+      op, out.device(), [&] { cpu::attention_merge(out, lse, out_blk, lse_blk); },
+      [&] { cuda::attention_merge(out, lse, out_blk, lse_blk); });
+}
+
+void attention_forward_accumulate_(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                                   Tensor& out, Tensor& lse, double scale) {
+  const char* op = "attention_forward_accumulate_";
+  check_qkv(op, q, k, v, causal);
+  KEEL_CHECK(out.defined() && out.sizes() == q.sizes() && out.dtype() == DType::F32, op,
+             ": the running out must be f32 ", q.shape_string(), " for q ", q.shape_string(),
+             ", got ", out.defined() ? out.describe() : std::string("undefined"));
+  KEEL_CHECK(lse.defined() && lse.sizes() == row_shape(q) && lse.dtype() == DType::F32, op,
+             ": the running lse must be f32 ", shape_str(row_shape(q)), " for q ", q.shape_string(),
+             ", got ", lse.defined() ? lse.describe() : std::string("undefined"));
+  check_devices(op, q.device(), {&out, &lse});
+  const float s = resolve_scale(scale, q.size(3));
+  on_device(
+      op, q.device(),
+      [&] {
+        // The block's output stays f32 until it is merged: half inputs are
+        // widened (exactly) so the CPU forward writes f32, as the CUDA
+        // kernel's registers hold it.
+        auto f32 = [](const Tensor& t) { return t.dtype() == DType::F32 ? t : t.to(DType::F32); };
+        Tensor blk = empty(q.sizes(), DType::F32, q.device());         // (B, H, Tq, D)
+        Tensor blk_lse = empty(row_shape(q), DType::F32, q.device());  // (B, H, Tq)
+        cpu::attention_forward(f32(q), f32(k), f32(v), causal, s, AttentionBlocks{}, blk, blk_lse);
+        cpu::attention_merge(out, lse, blk, blk_lse);
+      },
+      [&] { cuda::attention_forward_accumulate(q, k, v, causal, s, out, lse); });
 }
 
 }  // namespace keel::kernels

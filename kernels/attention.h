@@ -12,6 +12,12 @@
 // Causal therefore needs Tq <= Tk (every query sees at least one key); with
 // Tq == Tk it is the usual lower-triangular mask, and with Tq < Tk the queries
 // are the last Tq positions of the sequence (decoding against a KV cache).
+//
+// On CUDA (kernels/cuda/attention.cu) bf16/f16 with D in {64, 128} run on
+// tensor cores (P and dS are rounded to the input dtype before their
+// products, as in FlashAttention-2); f32 and other D up to 256 run a slower
+// f32 kernel; larger D is refused. The CUDA tiles are fixed, so
+// AttentionBlocks only steer the CPU path. There is no attention dropout.
 #pragma once
 
 #include <utility>
@@ -57,5 +63,15 @@ AttentionGrads attention_backward(const Tensor& q, const Tensor& k, const Tensor
 // A row with lse = -inf holds no keys yet (start from zeros and -inf). The
 // running pair must be f32 so repeated merges do not round at every step.
 void attention_merge_(Tensor& out, Tensor& lse, const Tensor& out_blk, const Tensor& lse_blk);
+
+// One ring-attention step in one call: merges the attention of q over this
+// K/V block into the running pair (out (B, H, Tq, D) f32, lse (B, H, Tq)
+// f32; start from zeros and -inf), i.e. attention_forward followed by
+// attention_merge_, with the block's output kept in f32. On CUDA the forward
+// kernel starts its online softmax from the running pair and writes the
+// merged result, with no separate pass. causal uses the end-aligned mask
+// above between q and this block's keys.
+void attention_forward_accumulate_(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                                   Tensor& out, Tensor& lse, double scale = 0.0);
 
 }  // namespace keel::kernels

@@ -330,6 +330,79 @@ TEST(Attention, CausalRingStepMatchesFullCausalRows) {
   EXPECT_EQ(testing::to_doubles(out3), testing::to_doubles(out));
 }
 
+TEST(Attention, ForwardAccumulateOverKeyBlocksEqualsFullAttention) {
+  // attention_forward_accumulate_ is forward + merge with the block output
+  // kept in f32: walking the keys block by block from (zeros, -inf) gives
+  // the attention over all of them. Half inputs are widened exactly, so the
+  // float64 reference sees the same values.
+  const double inf = std::numeric_limits<double>::infinity();
+  const int64_t B = 2, H = 2, T = 26, D = 8;
+  for (DType dt : {DType::F32, DType::BF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    Tensor q = testing::uniform({B, H, T, D}, 91, -2, 2, dt);
+    Tensor k = testing::uniform({B, H, T, D}, 92, -2, 2, dt);
+    Tensor v = testing::uniform({B, H, T, D}, 93, -1, 1, dt);
+    const Doubles kd = testing::to_doubles(k), vd = testing::to_doubles(v);
+    // The reference: queries [T - Tq, T) (their own layout) against all T keys.
+    auto check = [&](const Tensor& qs, bool causal, const Tensor& out, const Tensor& lse) {
+      const int64_t Tq = qs.size(2);
+      const Dims s{B, H, Tq, T, D};
+      Doubles ro, rl;
+      naive_attention(testing::to_doubles(qs), kd, vd, s, causal, default_scale(s), &ro, &rl);
+      // f32 blocks, one f32 rescale per merge: as attention_tolerance.
+      EXPECT_TRUE(testing::all_close(testing::to_doubles(out), ro, 2e-5, 2e-6));
+      EXPECT_TRUE(testing::all_close(testing::to_doubles(lse), rl, 2e-6, 2e-6));
+    };
+    auto keys = [&](int64_t j0, int64_t n) {
+      return std::pair<Tensor, Tensor>{k.narrow(2, j0, n), v.narrow(2, j0, n)};
+    };
+    {
+      SCOPED_TRACE("bidirectional: keys [0, 11) then [11, 26)");
+      Tensor out = zeros({B, H, T, D});    // (B, H, T, D)
+      Tensor lse = full({B, H, T}, -inf);  // (B, H, T)
+      auto [k1, v1] = keys(0, 11);
+      auto [k2, v2] = keys(11, T - 11);
+      kernels::attention_forward_accumulate_(q, k1, v1, false, out, lse);
+      kernels::attention_forward_accumulate_(q, k2, v2, false, out, lse);
+      check(q, false, out, lse);
+    }
+    {
+      // A ring step of causal attention: the later half of the queries sees
+      // the earlier keys in full and its own keys causally; the diagonal
+      // block first, as a ring starts from the rank's own block.
+      SCOPED_TRACE("causal: queries [13, 26), keys [13, 26) causally, then [0, 13)");
+      const int64_t h = T / 2;
+      Tensor q2 = q.narrow(2, h, T - h);
+      Tensor out = zeros({B, H, T - h, D});    // (B, H, Tq, D)
+      Tensor lse = full({B, H, T - h}, -inf);  // (B, H, Tq)
+      auto [k1, v1] = keys(0, h);
+      auto [k2, v2] = keys(h, T - h);
+      kernels::attention_forward_accumulate_(q2, k2, v2, true, out, lse);
+      kernels::attention_forward_accumulate_(q2, k1, v1, false, out, lse);
+      check(q2, true, out, lse);
+    }
+    {
+      SCOPED_TRACE("causal, Tq < Tk: the last 5 queries, keys [0, 10) then [10, 26) causally");
+      Tensor q3 = q.narrow(2, T - 5, 5);
+      Tensor out = zeros({B, H, 5, D});
+      Tensor lse = full({B, H, 5}, -inf);
+      auto [k1, v1] = keys(0, 10);
+      auto [k2, v2] = keys(10, T - 10);
+      kernels::attention_forward_accumulate_(q3, k1, v1, false, out, lse);
+      kernels::attention_forward_accumulate_(q3, k2, v2, true, out, lse);
+      check(q3, true, out, lse);
+    }
+  }
+  // The running pair must be f32 and shaped like q.
+  Tensor q = zeros({1, 2, 8, 4}), k = zeros({1, 2, 8, 4});
+  Tensor out16 = zeros({1, 2, 8, 4}, DType::BF16), lse = zeros({1, 2, 8});
+  EXPECT_KEEL_ERROR(kernels::attention_forward_accumulate_(q, k, k, false, out16, lse),
+                    "attention_forward_accumulate_", "f32", "bf16");
+  Tensor out = zeros({1, 2, 8, 4}), lse_bad = zeros({1, 2, 7});
+  EXPECT_KEEL_ERROR(kernels::attention_forward_accumulate_(q, k, k, false, out, lse_bad),
+                    "attention_forward_accumulate_", "lse", "(1, 2, 7)", "(1, 2, 8)");
+}
+
 TEST(Attention, BadInputsNameShapes) {
   Tensor q = zeros({1, 2, 8, 4}), k = zeros({1, 2, 8, 4}), v = zeros({1, 2, 8, 4});
   EXPECT_KEEL_ERROR(attention(zeros({2, 8, 4}), k, v, false), "attention", "q", "(2, 8, 4)");
