@@ -191,7 +191,15 @@ int cmd_generate(const Args& a) {
 int cmd_eval(const Args& a) {
   KEEL_CHECK(a.positional.size() == 1, "eval: expected one CHECKPOINT (file or directory)");
   Loaded l = load_model(a.positional[0], a.all("set"));
-  l.recipe.module->to(trainer::training_device(l.cfg.train().device()));
+  Device device;
+  try {
+    device = trainer::training_device(l.cfg.train().device());
+  } catch (const Error& e) {
+    // Name where the device came from and the way out.
+    throw Error(std::string(e.what()) + " (train.device of " + l.path +
+                "; --set train.device=cpu evaluates it on the CPU)");
+  }
+  l.recipe.module->to(device);
   int64_t batches = int64_t(a.number("batches", double(l.cfg.train().eval_batches())));
   double loss = trainer::evaluate(l.cfg, *l.recipe.module, l.recipe.loss, batches);
   std::cout << "val loss " << std::setprecision(6) << loss << " over " << batches

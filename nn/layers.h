@@ -19,11 +19,14 @@ class Linear : public Module {
   Tensor bias;    // (out) or undefined
 };
 
-// Rows of the table, in the compute dtype under an AutocastGuard.
+// Rows of the table, in the compute dtype under an AutocastGuard. The rows
+// are gathered from the f32 table and then cast (not the table cast, then
+// gathered): the same values, without casting a V x C table every step, and
+// the table's gradient is scattered in f32.
 class Embedding : public Module {
  public:
   Embedding(int64_t num, int64_t dim, Generator& gen, double init_std = 0.02);
-  Tensor forward(const Tensor& ids) const { return embedding(autocast(weight), ids); }
+  Tensor forward(const Tensor& ids) const { return autocast(embedding(weight, ids)); }
   Tensor weight;  // (num, dim)
 };
 

@@ -74,6 +74,15 @@ int local_rank_from_env() {
   return 0;
 }
 
+// How many ranks the launcher put on this node (0: unknown).
+int local_size_from_env() {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "LOCAL_WORLD_SIZE"}) {
+    const char* v = std::getenv(var);
+    if (v && *v) return std::max(0, std::atoi(v));
+  }
+  return 0;
+}
+
 // The loader's host batch on the model's device (itself on the host).
 TokenBatch to_device(TokenBatch b, Device d) {
   b.inputs = b.inputs.to(d);
@@ -85,8 +94,12 @@ TokenBatch to_device(TokenBatch b, Device d) {
 
 Device training_device(const std::string& name) {
   if (name == "cpu") return Device::cpu();
-  KEEL_CHECK(name == "cuda" || name.rfind("cuda:", 0) == 0, "train.device '", name,
-             "' is not cpu, cuda or cuda:N");
+  // Checked here too, not only by validate_config: keel eval's --set reaches
+  // this directly, and "cuda:x" must not read as cuda:0.
+  const std::string digits = name.rfind("cuda:", 0) == 0 ? name.substr(5) : "";
+  KEEL_CHECK(name == "cuda" || (!digits.empty() && digits.size() <= 4 &&
+                                digits.find_first_not_of("0123456789") == std::string::npos),
+             "train.device '", name, "' is not cpu, cuda or cuda:N");
 #ifndef KEEL_WITH_CUDA
   KEEL_FAIL("train.device is '", name, "' but this keel was built without CUDA ",
             "(configure with -DKEEL_CUDA=ON on a machine with the CUDA toolkit)");
@@ -96,6 +109,11 @@ Device training_device(const std::string& name) {
              " (check nvidia-smi and CUDA_VISIBLE_DEVICES)");
   int index = 0;
   if (name == "cuda") {
+    // Two ranks on one GPU would fail later inside NCCL ("duplicate GPU").
+    const int local = local_size_from_env();
+    KEEL_CHECK(local <= count, "train.device is 'cuda' with ", local,
+               " ranks on this node but only ", count,
+               " CUDA device(s) visible; start at most one rank per GPU");
     index = local_rank_from_env() % count;
   } else {
     index = std::atoi(name.c_str() + 5);
@@ -247,11 +265,19 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
     if (path.empty()) {
       out << "resume: no checkpoint in " << ckpt_dir << ", starting from scratch\n";
     } else {
+      // The loss scaler's state continues an fp16 run only. An fp16 run
+      // resumed from an fp32 or bf16 checkpoint (whose saved scale is 1) or
+      // from one written before loss scaling existed starts at
+      // train.initial_loss_scale instead.
+      const bool resume_scaler = fp16 && checkpoint_config(path).train().precision() == "fp16";
       std::vector<std::pair<std::string, int64_t>> meta = {{"rng_seed", 0},   {"rng_offset", 0},
                                                            {"data_shard", 0}, {"data_offset", 0},
-                                                           {"data_epoch", 0}, {"optim_steps", 0},
-                                                           {"loss_scale_clean_steps", 0}};
-      std::vector<std::pair<std::string, double>> meta_float = {{"loss_scale", 1.0}};
+                                                           {"data_epoch", 0}, {"optim_steps", 0}};
+      std::vector<std::pair<std::string, double>> meta_float;
+      if (resume_scaler) {
+        meta.emplace_back("loss_scale_clean_steps", 0);
+        meta_float.emplace_back("loss_scale", 0.0);
+      }
       int64_t step = 0;
       if (dp) {
         CheckpointParts ck;
@@ -278,7 +304,8 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
                                     uint64_t(meta_value(meta, "rng_offset")));
       loader.set_position({meta_value(meta, "data_shard"), meta_value(meta, "data_offset"),
                            meta_value(meta, "data_epoch")});
-      scaler.set_state(meta_float[0].second, meta_value(meta, "loss_scale_clean_steps"));
+      if (resume_scaler)
+        scaler.set_state(meta_float.at(0).second, meta_value(meta, "loss_scale_clean_steps"));
       if (zero)
         sharded->set_steps_taken(meta_value(meta, "optim_steps"));
       else

@@ -39,7 +39,8 @@ std::vector<int32_t> generate(const GPT& model, std::vector<int32_t> ids, const 
   for (int64_t n = 0; n < opt.max_new_tokens; ++n) {
     const int64_t start = std::max<int64_t>(0, int64_t(ids.size()) - block);
     std::vector<int32_t> window(ids.begin() + start, ids.end());
-    Tensor x = from_vector<int32_t>(window, {1, int64_t(window.size())});  // (1, T)
+    // (1, T) on the model's device (logits come back through to_vector)
+    Tensor x = from_vector<int32_t>(window, {1, int64_t(window.size())}).to(model.device());
     Tensor logits = model.forward(x);                                      // (1, T, V)
     std::vector<float> last =
         logits.select(1, logits.size(1) - 1).to_vector<float>();  // (V)

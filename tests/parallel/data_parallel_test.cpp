@@ -297,6 +297,35 @@ TEST_F(DataParallelTest, TrainingOnGpusMatchesSerial) {
   expect_same_state(zero.state, serial.state, "ZeRO parameters after 6 steps");
 }
 
+// fp16 dynamic loss scaling under data parallelism: an overflowing step is
+// skipped on every rank or on none (plain: each rank takes the norm of the
+// same averaged gradients; ZeRO: the shard norms are summed across ranks),
+// so the ranks skip alike, keep one loss scale and identical weights. 2^24
+// overflows at once and a window of 2 doubles the scale back into overflow,
+// so skips recur through the run.
+TEST_F(DataParallelTest, Fp16RanksSkipOverflowingStepsAlike) {
+  NEED_SEVERAL_RANKS();
+  for (const char* zero : {"parallel.zero_stage=0", "parallel.zero_stage=1"}) {
+    SCOPED_TRACE(zero);
+    Run par = run(config({"train.steps=10", "train.precision=fp16",
+                          "train.initial_loss_scale=16777216", "train.loss_scale_window=2",
+                          "train.grad_accum=2", "optim.grad_clip=1", dp_set(W_), zero}),
+                  world_.get());
+    const int64_t skipped = par.result.skipped_steps;
+    EXPECT_GE(skipped, 1);
+    EXPECT_LT(skipped, 10);  // it trained too
+    EXPECT_EQ(parallel::sum_across(*world_, double(skipped)), double(W_) * double(skipped))
+        << "ranks skipped different numbers of steps (rank " << rank_ << ": " << skipped << ")";
+    for (const double l : par.result.losses) EXPECT_TRUE(std::isfinite(l));
+    // Rank 0's weights, bit for bit on every rank.
+    for (const auto& [name, t] : par.state) {
+      Tensor mine = t.contiguous(), rank0 = t.clone();
+      world_->broadcast(rank0, 0)->wait();
+      EXPECT_EQ(to_doubles(mine), to_doubles(rank0)) << name << " (rank " << rank_ << ")";
+    }
+  }
+}
+
 TEST_F(DataParallelTest, ZeroStage1MatchesPlainDataParallel) {
   NEED_SEVERAL_RANKS();
   Run plain = run(config({dp_set(W_)}), world_.get());

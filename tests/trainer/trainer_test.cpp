@@ -147,9 +147,30 @@ TEST_F(TrainerTest, Fp16ResumeIsBitExactAcrossScaleChanges) {
                               "train.loss_scale_window=3"});
 }
 
+TEST_F(TrainerTest, Fp16ResumedFromAnFp32CheckpointStartsAtTheInitialScale) {
+  // An fp32 checkpoint carries no loss-scaler state (its saved scale is 1):
+  // continuing it in fp16 must start at train.initial_loss_scale, which at
+  // 2^24 overflows at once, not at 1, where f16 gradients would underflow.
+  config::Config fp32 = trainer::parse_config(config_text(), "test", {"model.dropout=0"});
+  trainer::TrainOptions first;
+  first.stop_after = 4;
+  ASSERT_FALSE(run(fp32, first).last_checkpoint.empty());
+  config::Config fp16 = trainer::parse_config(
+      config_text(), "test",
+      {"model.dropout=0", "train.precision=fp16", "train.initial_loss_scale=16777216"});
+  trainer::TrainOptions second;
+  second.resume = "auto";
+  auto res = run(fp16, second);
+  EXPECT_EQ(res.start_step, 4);
+  EXPECT_GE(res.skipped_steps, 1);
+}
+
 TEST(TrainingDevice, NamesAreResolvedOrRefused) {
   EXPECT_EQ(trainer::training_device("cpu"), Device::cpu());
   EXPECT_KEEL_ERROR(trainer::training_device("tpu"), "train.device", "tpu");
+  // Malformed indices are refused as names, whether or not there is a GPU.
+  EXPECT_KEEL_ERROR(trainer::training_device("cuda:x"), "cuda:x", "is not cpu, cuda or cuda:N");
+  EXPECT_KEEL_ERROR(trainer::training_device("cuda:"), "is not cpu, cuda or cuda:N");
   if (!cuda_available()) {
     // Without CUDA (or a GPU) a GPU run is refused, never run on the CPU.
     EXPECT_KEEL_ERROR(trainer::training_device("cuda"), "train.device", "cuda");
