@@ -71,9 +71,10 @@ fi
 keel_env=("${blas_env[@]}")
 torch_env=()
 [[ $torch_blas_mode == openmp ]] && torch_env=("${blas_env[@]}")
-keel_blas="$("${keel_env[@]}" ldd "$bench" | awk '/libopenblas/ {print $3}' | xargs -r readlink -f)"
+# (A bundle's bench/ holds wrapper scripts, which ldd cannot read.)
+keel_blas="$("${keel_env[@]}" ldd "$bench" 2>/dev/null | awk '/libopenblas/ {print $3}' | xargs -r readlink -f || true)"
 torch_lib="$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))')"
-torch_blas="$("${torch_env[@]}" ldd "$torch_lib" | awk '/libblas|libopenblas|mkl/ {print $3}' | xargs -r readlink -f | sort -u | tr '\n' ' ')"
+torch_blas="$("${torch_env[@]}" ldd "$torch_lib" 2>/dev/null | awk '/libblas|libopenblas|mkl/ {print $3}' | xargs -r readlink -f | sort -u | tr '\n' ' ' || true)"
 
 echo "# gpt_step: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cpus" \
      "($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), threads=$threads"

@@ -5,6 +5,7 @@
 # (bench/gpt_step.sh --device cuda). Builds the benchmarks first.
 #
 #   bench/gpu_all.sh [--build DIR]        # default build-cuda (scripts/test_gpu.sh's)
+#   keel-bundle/bench/gpu_all.sh --build keel-bundle   # from a scripts/bundle.sh bundle
 #
 # PYTHON= a python whose torch has CUDA (default python3). The tables go to
 # stdout; paste them into bench/README.md with the GPU's name.
@@ -18,9 +19,13 @@ while [[ $# -gt 0 ]]; do
     *) echo "usage: $0 [--build DIR]" >&2; exit 2 ;;
   esac
 done
-[[ -f "$build/CMakeCache.txt" ]] ||
-  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKEEL_CUDA=ON >/dev/null
-cmake --build "$build" --target gpu_kernels_bench attention_bench gpt_step_bench
+# A build folder is brought up to date; a bundle (scripts/bundle.sh: its
+# bench/ holds wrappers, no CMakeCache.txt) is used as it is.
+if [[ -f "$build/CMakeCache.txt" || ! -x "$build/bench/gpu_kernels_bench" ]]; then
+  [[ -f "$build/CMakeCache.txt" ]] ||
+    cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKEEL_CUDA=ON >/dev/null
+  cmake --build "$build" --target gpu_kernels_bench attention_bench gpt_step_bench
+fi
 command -v nvidia-smi >/dev/null && nvidia-smi -L
 status=0
 echo "## memory-bound kernels"

@@ -20,6 +20,9 @@
 #   OUT/run keel train CONFIG
 #   OUT/run mpirun -np 2 OUT/bin/parallel_tests
 #   OUT/test_all                        # every test binary, then the MPI ones
+#   OUT/bench/gpu_all.sh --build OUT    # every GPU benchmark (PYTHON= a torch with CUDA)
+# Packed, it is small enough to travel with a working tree to a lent GPU
+# machine (its limit is 64 MiB): tar -C build-bundle -cJf DIR/keel-bundle.tar.xz keel-bundle
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,9 +30,10 @@ BUILD_DIR=${BUILD_DIR:-build-bundle}
 OUT=${1:-$BUILD_DIR/keel-bundle}
 JOBS=${JOBS:-$(nproc)}
 CUDA_ARCHS=${CUDA_ARCHS:-90}
-read -r -a TARGETS <<<"${KEEL_BUNDLE_TARGETS:-keel_cli core_tests kernels_tests autograd_tests nn_tests trainer_tests recipes_tests cuda_tests parallel_tests}"
+read -r -a TARGETS <<<"${KEEL_BUNDLE_TARGETS:-keel_cli core_tests kernels_tests autograd_tests nn_tests trainer_tests recipes_tests cuda_tests parallel_tests gpu_kernels_bench attention_bench gpt_step_bench}"
 
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKEEL_CUDA=ON \
+# libkeel.so: one copy of the kernels for all the binaries, not one each.
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKEEL_CUDA=ON -DKEEL_SHARED=ON \
   -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS" >/dev/null
 cmake --build "$BUILD_DIR" -j "$JOBS" --target "${TARGETS[@]}"
 
@@ -44,6 +48,8 @@ OUT=$(cd "$OUT" && pwd)
 for t in "${TARGETS[@]}"; do
   if [ "$t" = keel_cli ]; then
     cp "$BUILD_DIR/keel" "$OUT/bin/keel"
+  elif [[ $t == *_bench ]]; then
+    cp "$BUILD_DIR/bench/$t" "$OUT/bin/$t"
   else
     cp "$BUILD_DIR/tests/$t" "$OUT/bin/$t"
   fi
@@ -85,6 +91,10 @@ copy_deps() {
 }
 
 for f in "$OUT"/bin/*; do copy_deps "$f"; done
+# Symbol tables are not needed to run; without them the bundle is smaller.
+if command -v strip >/dev/null; then
+  strip --strip-unneeded "$OUT"/bin/* "$OUT"/lib/*.so* 2>/dev/null || true
+fi
 
 # Open MPI finds its plugins, help files and orted under its install prefix;
 # OPAL_PREFIX moves that prefix into the bundle. Paths below the prefix keep
@@ -192,5 +202,19 @@ fi
 exit $status
 EOF
 chmod +x "$OUT/test_all"
+
+# The benchmark scripts with their PyTorch halves, and for each bundled
+# benchmark binary a wrapper at OUT/bench/NAME that runs it through `run`:
+# the scripts find it there with --build OUT.
+if compgen -G "$OUT/bin/*_bench" >/dev/null; then
+  mkdir -p "$OUT/bench"
+  cp bench/*.sh bench/*.py "$OUT/bench/"
+  for b in "$OUT"/bin/*_bench; do
+    name=$(basename "$b")
+    printf '#!/usr/bin/env bash\nexec "$(dirname "${BASH_SOURCE[0]}")/../run" %s "$@"\n' "$name" \
+      >"$OUT/bench/$name"
+    chmod +x "$OUT/bench/$name"
+  done
+fi
 
 echo "bundle: $OUT ($(du -sh "$OUT" | cut -f1)): $(ls "$OUT/bin" | tr '\n' ' ')"
