@@ -151,10 +151,9 @@ void launch_tc_forward(const ForwardArgs& a, bool causal, cudaStream_t stream, c
   KEEL_CUDA_CHECK(cudaGetLastError());
 }
 
-template <typename T, bool kAccum>
-void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, float scale,
-                   Tensor& out, Tensor& lse, const char* op) {
-  ForwardArgs a;
+// The sizes and scales every kernel's arguments carry.
+template <typename Args>
+void set_sizes(Args& a, const Tensor& q, const Tensor& k, float scale) {
   a.H = int(q.size(1));
   a.BH = int(q.size(0) * q.size(1));
   a.Tq = int(q.size(2));
@@ -162,6 +161,13 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, bool causa
   a.D = int(q.size(3));
   a.scale = scale;
   a.scale_log2 = scale * attn::kLog2e;
+}
+
+template <typename T, bool kAccum>
+void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, float scale,
+                   Tensor& out, Tensor& lse, const char* op) {
+  ForwardArgs a;
+  set_sizes(a, q, k, scale);
   a.lse = row_stat(lse);
   cudaStream_t stream = stream_of(q);
   if constexpr (!std::is_same_v<T, float>) {
@@ -234,13 +240,7 @@ void backward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
                     const Tensor& dout, const Tensor& lse, const Tensor& dlse, bool causal,
                     float scale, Tensor& dq, Tensor& dk, Tensor& dv, const char* op) {
   BackwardArgs a;
-  a.H = int(q.size(1));
-  a.BH = int(q.size(0) * q.size(1));
-  a.Tq = int(q.size(2));
-  a.Tk = int(k.size(2));
-  a.D = int(q.size(3));
-  a.scale = scale;
-  a.scale_log2 = scale * attn::kLog2e;
+  set_sizes(a, q, k, scale);
   cudaStream_t stream = stream_of(q);
 
   Tensor delta = empty({q.size(0), q.size(1), q.size(2)}, DType::F32, q.device());  // (B, H, Tq)

@@ -241,7 +241,38 @@ __global__ void __launch_bounds__(kTcThreads) tc_forward(ForwardArgs a) {
   }
 }
 
-// ---- backward: dK and dV --------------------------------------------------------------
+// ---- backward ------------------------------------------------------------------------
+
+// The backward's paired products for one warp's 16 resident rows: c0 = A0
+// B0^T and c1 = A1 B1^T, A* resident tiles (rows `row`..+16), B* streamed
+// tiles of 8 * kS rows, all kD wide in shared memory. One pass over kD
+// shares the k-slices. dK/dV: (K, V) x (Q, dO) gives S^T and dP^T; dQ:
+// (Q, dO) x (K, V) gives S and dP.
+template <typename T, int kD, int kS>
+__device__ __forceinline__ void paired_products(uint32_t a0, uint32_t a1, uint32_t b0, uint32_t b1,
+                                                int row, int lane, float (&c0)[kS][4],
+                                                float (&c1)[kS][4]) {
+#pragma unroll
+  for (int n = 0; n < kS; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) c0[n][e] = c1[n][e] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < kD / 16; ++kk) {
+    uint32_t f0[4], f1[4];
+    load_a<kD>(a0, row, kk, lane, f0);
+    load_a<kD>(a1, row, kk, lane, f1);
+#pragma unroll
+    for (int np = 0; np < kS / 2; ++np) {
+      uint32_t bf[4];
+      load_b_rows<kD>(b0, np * 16, kk, lane, bf);
+      mma16816<T>(c0[2 * np], f0, bf[0], bf[1]);
+      mma16816<T>(c0[2 * np + 1], f0, bf[2], bf[3]);
+      load_b_rows<kD>(b1, np * 16, kk, lane, bf);
+      mma16816<T>(c1[2 * np], f1, bf[0], bf[1]);
+      mma16816<T>(c1[2 * np + 1], f1, bf[2], bf[3]);
+    }
+  }
+}
 
 template <typename T, int kD, bool kCausal>
 __global__ void __launch_bounds__(kTcThreads) tc_backward_dkdv(BackwardArgs a) {
@@ -309,26 +340,7 @@ __global__ void __launch_bounds__(kTcThreads) tc_backward_dkdv(BackwardArgs a) {
 
     // S^T = K Q^T and dP^T = V dO^T: 16 keys x kBr queries per warp.
     float st[kS][4], dpt[kS][4];
-#pragma unroll
-    for (int n = 0; n < kS; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) st[n][e] = dpt[n][e] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < kD / 16; ++kk) {
-      uint32_t ka[4], va[4];
-      load_a<kD>(aK, warp * 16, kk, lane, ka);
-      load_a<kD>(aV, warp * 16, kk, lane, va);
-#pragma unroll
-      for (int np = 0; np < kS / 2; ++np) {
-        uint32_t bf[4];
-        load_b_rows<kD>(aQ, np * 16, kk, lane, bf);
-        mma16816<T>(st[2 * np], ka, bf[0], bf[1]);
-        mma16816<T>(st[2 * np + 1], ka, bf[2], bf[3]);
-        load_b_rows<kD>(adO, np * 16, kk, lane, bf);
-        mma16816<T>(dpt[2 * np], va, bf[0], bf[1]);
-        mma16816<T>(dpt[2 * np + 1], va, bf[2], bf[3]);
-      }
-    }
+    paired_products<T, kD, kS>(aK, aV, aQ, adO, warp * 16, lane, st, dpt);
 
     // P^T = exp2(S^T - lse) (0 where masked), dS^T = P^T * (dP^T - delta).
     const bool need_mask = k0 + kBc > a.Tk || (kCausal && k0 + kBc - 1 > i0 + off);
@@ -435,26 +447,7 @@ __global__ void __launch_bounds__(kTcThreads) tc_backward_dq(BackwardArgs a) {
 
     // S = Q K^T and dP = dO V^T: 16 queries x kBc keys per warp.
     float s[kS][4], dp[kS][4];
-#pragma unroll
-    for (int n = 0; n < kS; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < kD / 16; ++kk) {
-      uint32_t qa[4], ga[4];
-      load_a<kD>(aQ, warp * 16, kk, lane, qa);
-      load_a<kD>(adO, warp * 16, kk, lane, ga);
-#pragma unroll
-      for (int np = 0; np < kS / 2; ++np) {
-        uint32_t bf[4];
-        load_b_rows<kD>(aK, np * 16, kk, lane, bf);
-        mma16816<T>(s[2 * np], qa, bf[0], bf[1]);
-        mma16816<T>(s[2 * np + 1], qa, bf[2], bf[3]);
-        load_b_rows<kD>(aV, np * 16, kk, lane, bf);
-        mma16816<T>(dp[2 * np], ga, bf[0], bf[1]);
-        mma16816<T>(dp[2 * np + 1], ga, bf[2], bf[3]);
-      }
-    }
+    paired_products<T, kD, kS>(aQ, adO, aK, aV, warp * 16, lane, s, dp);
 
     const bool need_mask = j0 + kBc > a.Tk || (kCausal && j0 + kBc - 1 > q0 + off);
 #pragma unroll
