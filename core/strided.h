@@ -81,7 +81,5 @@ void strided_for_each(const Shape& sizes, const std::array<Shape, N>& strides, B
   }
 }
 
-// Strides of `t` broadcast to `shape` (0 on broadcast dims, aligned right).
-Shape broadcast_strides(const Tensor& t, const Shape& shape);
 
 }  // namespace keel

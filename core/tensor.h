@@ -117,6 +117,10 @@ class Tensor {
   std::shared_ptr<TensorImpl> impl_;
 };
 
+// Strides of `t` broadcast to `shape` (0 on broadcast dims, aligned right);
+// `t` must broadcast to `shape`.
+Shape broadcast_strides(const Tensor& t, const Shape& shape);
+
 // ---- factories ----
 Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
 // A host tensor in page-locked memory (pinned_allocator()): CUDA copies read

@@ -19,6 +19,7 @@
 #include "core/cuda/check.h"
 #include "core/cuda/convert.cuh"
 #include "core/cuda/copy.h"
+#include "core/cuda/launch.cuh"
 #include "core/cuda/philox_exact.h"
 #include "core/cuda/stream.h"
 #include "core/scalar_cast.h"
@@ -28,94 +29,16 @@ namespace keel::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMaxDims = 12;
 constexpr int kMaxDevices = 64;
-
-int sm_count(int device) {
-  static std::atomic<int> cache[kMaxDevices] = {};
-  int v = cache[device].load(std::memory_order_relaxed);
-  if (v == 0) {
-    KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device));
-    cache[device].store(v, std::memory_order_relaxed);
-  }
-  return v;
-}
 
 // Blocks for a grid-stride loop over `work` items: enough to fill the device
 // several times over, no more than the work needs.
-unsigned blocks_for(int64_t work, int device) {
-  const int64_t need = (work + kThreads - 1) / kThreads;
-  const int64_t cap = int64_t(sm_count(device)) * 16;
-  return unsigned(std::max<int64_t>(1, std::min(need, cap)));
-}
+unsigned blocks_for(int64_t work, int device) { return grid_for(work, kThreads, device, 16); }
 
 __device__ __forceinline__ int64_t thread_index() {
   return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
 }
 __device__ __forceinline__ int64_t thread_stride() { return int64_t(gridDim.x) * blockDim.x; }
-
-// N operands over one shape, dims merged where contiguous in all of them.
-template <int N>
-struct Layout {
-  int ndim = 1;
-  int64_t sizes[kMaxDims] = {};
-  int64_t strides[N][kMaxDims] = {};
-};
-
-template <int N>
-Layout<N> make_layout(const Shape& sizes, const std::array<Shape, N>& strides) {
-  Layout<N> L;
-  int nd = 0;
-  for (size_t d = 0; d < sizes.size(); ++d) {
-    if (sizes[d] == 1) continue;  // size-1 dims address nothing
-    bool merge = nd > 0;
-    for (int k = 0; k < N && merge; ++k) merge = L.strides[k][nd - 1] == strides[k][d] * sizes[d];
-    if (merge) {
-      L.sizes[nd - 1] *= sizes[d];
-      for (int k = 0; k < N; ++k) L.strides[k][nd - 1] = strides[k][d];
-      continue;
-    }
-    KEEL_CHECK(nd < kMaxDims, "CUDA copy: at most ", kMaxDims,
-               " dims that cannot be merged, got shape ", shape_str(sizes));
-    L.sizes[nd] = sizes[d];
-    for (int k = 0; k < N; ++k) L.strides[k][nd] = strides[k][d];
-    ++nd;
-  }
-  if (nd == 0) {
-    L.sizes[0] = 1;
-    for (int k = 0; k < N; ++k) L.strides[k][0] = 1;
-    nd = 1;
-  }
-  L.ndim = nd;
-  return L;
-}
-
-template <int N, typename Idx>
-__device__ __forceinline__ void layout_offsets(const Layout<N>& L, Idx linear, int64_t (&off)[N]) {
-  if (L.ndim == 1) {
-#pragma unroll
-    for (int k = 0; k < N; ++k) off[k] = int64_t(linear) * L.strides[k][0];
-    return;
-  }
-#pragma unroll
-  for (int k = 0; k < N; ++k) off[k] = 0;
-  for (int d = L.ndim - 1; d >= 0; --d) {
-    const Idx s = Idx(L.sizes[d]);
-    const Idx i = linear % s;
-    linear /= s;
-#pragma unroll
-    for (int k = 0; k < N; ++k) off[k] += int64_t(i) * L.strides[k][d];
-  }
-}
-
-// Strides of t broadcast (right-aligned) to `shape`: 0 on broadcast dims.
-Shape strides_broadcast_to(const Tensor& t, const Shape& shape) {
-  const Shape& s = t.sizes();
-  Shape out(shape.size(), 0);
-  const size_t lead = shape.size() - s.size();
-  for (size_t i = 0; i < s.size(); ++i) out[lead + i] = s[i] == 1 ? 0 : t.strides()[i];
-  return out;
-}
 
 // Bit-moving copies and fills work on unsigned words of the element size.
 #define KEEL_CUDA_DISPATCH_WORD(size, ...)       \
@@ -381,7 +304,7 @@ void copy_tensor(Tensor& dst, const Tensor& src) {
   DeviceGuard guard(dev);
   cudaStream_t s = current_stream(dev);
   const Layout<2> L = make_layout<2>(
-      dst.sizes(), std::array<Shape, 2>{dst.strides(), strides_broadcast_to(src, dst.sizes())});
+      dst.sizes(), std::array<Shape, 2>{dst.strides(), broadcast_strides(src, dst.sizes())});
   const bool dense = L.ndim == 1 && L.strides[0][0] == 1 && L.strides[1][0] == 1;
   if (src.dtype() == dst.dtype()) {
     if (dense) {

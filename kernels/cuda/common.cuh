@@ -18,6 +18,7 @@
 #include <type_traits>
 
 #include "core/cuda/check.h"
+#include "core/cuda/launch.cuh"
 #include "core/cuda/stream.h"
 #include "core/tensor.h"
 
@@ -252,104 +253,52 @@ __device__ __forceinline__ V row_allreduce(V v, Op op, V* smem) {
     return block_allreduce<kRowThreads>(v, op, smem);
 }
 
-// ---- strided layouts -------------------------------------------------------------------
+// ---- online softmax (softmax, cross-entropy) -------------------------------------------
 
-inline constexpr int kMaxDims = 12;
-
-// N operands iterated over one shape (sizes), each with its own element
-// strides (0 on broadcast dims). Passed to kernels by value.
-template <int N>
-struct Layout {
-  int ndim = 1;
-  int64_t sizes[kMaxDims] = {};
-  int64_t strides[N][kMaxDims] = {};
+// A running max and the sum of exp(x - max) over the elements seen.
+struct MaxSum {
+  float m, s;
 };
 
-// Strides of `t` broadcast to `shape` (0 on broadcast dims, aligned right).
-inline Shape broadcast_strides_to(const Tensor& t, const Shape& shape) {
-  const Shape& s = t.sizes();
-  KEEL_ASSERT(s.size() <= shape.size());
-  Shape out(shape.size(), 0);
-  const size_t lead = shape.size() - s.size();
-  for (size_t i = 0; i < s.size(); ++i) out[lead + i] = s[i] == 1 ? 0 : t.strides()[i];
-  return out;
+__device__ __forceinline__ MaxSum shfl_xor(MaxSum v, int o) {
+  return {__shfl_xor_sync(0xffffffffu, v.m, o), __shfl_xor_sync(0xffffffffu, v.s, o)};
 }
 
-// Drops size-1 dims and merges dims that are contiguous across every operand,
-// so a dense tensor becomes one dim of stride 1.
-template <int N>
-Layout<N> make_layout(const Shape& sizes, const std::array<Shape, N>& strides) {
-  Layout<N> L;
-  int nd = 0;
-  for (size_t d = 0; d < sizes.size(); ++d) {
-    if (sizes[d] == 1) continue;
-    bool merge = nd > 0;
-    for (int k = 0; k < N && merge; ++k) merge = L.strides[k][nd - 1] == strides[k][d] * sizes[d];
-    if (merge) {
-      L.sizes[nd - 1] *= sizes[d];
-      for (int k = 0; k < N; ++k) L.strides[k][nd - 1] = strides[k][d];
-    } else {
-      KEEL_CHECK(nd < kMaxDims, "CUDA kernels take at most ", kMaxDims,
-                 " non-mergeable dims; got shape ", shape_str(sizes));
-      L.sizes[nd] = sizes[d];
-      for (int k = 0; k < N; ++k) L.strides[k][nd] = strides[k][d];
-      ++nd;
-    }
-  }
-  if (nd == 0) {
-    L.sizes[0] = 1;
-    for (int k = 0; k < N; ++k) L.strides[k][0] = 1;
-    nd = 1;
-  }
-  L.ndim = nd;
-  return L;
+// s * exp(m - to), with an empty part (s == 0, m == -inf) staying 0 rather
+// than 0 * exp(NaN).
+__device__ __forceinline__ float rescale(float s, float m, float to) {
+  return s == 0.0f ? 0.0f : s * expf(m - to);
 }
 
-// The element offsets of row-major position `linear` in each operand.
-template <int N, typename Idx>
-__device__ __forceinline__ void layout_offsets(const Layout<N>& L, Idx linear, int64_t (&off)[N]) {
-  if (L.ndim == 1) {  // the common case after merging: no division
-#pragma unroll
-    for (int k = 0; k < N; ++k) off[k] = int64_t(linear) * L.strides[k][0];
-    return;
+struct MergeMaxSum {
+  __device__ __forceinline__ MaxSum operator()(MaxSum a, MaxSum b) const {
+    const float m = fmaxf(a.m, b.m);
+    return {m, rescale(a.s, a.m, m) + rescale(b.s, b.m, m)};
   }
-#pragma unroll
-  for (int k = 0; k < N; ++k) off[k] = 0;
-  for (int d = L.ndim - 1; d >= 0; --d) {
-    const Idx s = Idx(L.sizes[d]);
-    const Idx i = linear % s;
-    linear /= s;
-#pragma unroll
-    for (int k = 0; k < N; ++k) off[k] += int64_t(i) * L.strides[k][d];
-  }
+};
+
+__device__ __forceinline__ void online_add(MaxSum& st, float v) {
+  const float m = fmaxf(st.m, v);  // fmaxf skips a NaN v; expf(v - m) below keeps it
+  st.s = (m == st.m ? st.s : rescale(st.s, st.m, m)) + expf(v - m);
+  st.m = m;
 }
+
+// ---- strided layouts -------------------------------------------------------------------
+
+// Strided layouts (Layout, make_layout, layout_offsets) and grid sizes come
+// from core/cuda/launch.cuh, which core's copy kernels share.
+using ::keel::cuda::grid_for;
+using ::keel::cuda::kMaxDims;
+using ::keel::cuda::Layout;
+using ::keel::cuda::layout_offsets;
+using ::keel::cuda::make_layout;
+using ::keel::cuda::sm_count;
 
 // ---- launches -------------------------------------------------------------------------
 
 // The stream keel's kernels run on for `t`'s device.
 inline cudaStream_t stream_of(const Tensor& t) {
   return ::keel::cuda::current_stream(t.device().index);
-}
-
-// Streaming multiprocessors of `device`, asked once per device.
-inline int sm_count(int device) {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> cache[kMaxDevices] = {};
-  KEEL_CHECK(device >= 0 && device < kMaxDevices, "CUDA device index ", device, " out of range");
-  int n = cache[device].load(std::memory_order_relaxed);
-  if (n == 0) {
-    KEEL_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-    cache[device].store(n, std::memory_order_relaxed);
-  }
-  return n;
-}
-
-// Blocks for a grid-stride loop over `work` items at `threads` per block:
-// enough to fill every SM `per_sm` times, no more than the work needs.
-inline unsigned grid_for(int64_t work, int threads, int device, int per_sm = 8) {
-  const int64_t need = (work + threads - 1) / threads;
-  const int64_t cap = int64_t(sm_count(device)) * per_sm;
-  return unsigned(std::max<int64_t>(1, std::min(need, cap)));
 }
 
 // Uninitialised device scratch of `bytes` bytes on `device`, from keel's

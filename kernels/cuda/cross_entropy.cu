@@ -20,22 +20,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-struct MaxSum {
-  float m, s;
-};
-__device__ __forceinline__ MaxSum shfl_xor(MaxSum v, int o) {
-  return {__shfl_xor_sync(0xffffffffu, v.m, o), __shfl_xor_sync(0xffffffffu, v.s, o)};
-}
-__device__ __forceinline__ float rescale(float s, float m, float to) {
-  return s == 0.0f ? 0.0f : s * expf(m - to);
-}
-struct MergeMaxSum {
-  __device__ __forceinline__ MaxSum operator()(MaxSum a, MaxSum b) const {
-    const float m = fmaxf(a.m, b.m);
-    return {m, rescale(a.s, a.m, m) + rescale(b.s, b.m, m)};
-  }
-};
-
 template <typename T, typename I, int kRowThreads>
 __global__ void __launch_bounds__(kRowThreads == 32 ? kThreads : kRowThreads)
     ce_rows(const T* x, const I* targets, int64_t N, int64_t V, int64_t ignore_index, float eps,
@@ -51,11 +35,7 @@ __global__ void __launch_bounds__(kRowThreads == 32 ? kThreads : kRowThreads)
     const T* xr = x + (live ? r : 0) * V;
     MaxSum st{-INFINITY, 0.0f};
     if (live)
-      for_row(xr, V, tid, kRowThreads, [&](int64_t, float v) {
-        const float m = fmaxf(st.m, v);
-        st.s = (m == st.m ? st.s : rescale(st.s, st.m, m)) + expf(v - m);
-        st.m = m;
-      });
+      for_row(xr, V, tid, kRowThreads, [&](int64_t, float v) { online_add(st, v); });
     st = row_allreduce<kRowThreads>(st, MergeMaxSum{}, smem);
     const float m = st.m;
     // sd = sum(x - m) for label smoothing: shifted values are small, so the

@@ -236,7 +236,7 @@ void launch_map(Tensor& out, const std::array<const Tensor*, N>& in, F f) {
   }
   std::array<Shape, N + 1> st;
   st[0] = out.strides();
-  for (int k = 0; k < N; ++k) st[size_t(k) + 1] = broadcast_strides_to(*in[k], out.sizes());
+  for (int k = 0; k < N; ++k) st[size_t(k) + 1] = ::keel::broadcast_strides(*in[k], out.sizes());
   const Layout<N + 1> L = make_layout<N + 1>(out.sizes(), st);
   const unsigned grid = grid_for(n, kThreads, dev);
   if (n <= int64_t(INT32_MAX))

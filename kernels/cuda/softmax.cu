@@ -20,34 +20,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// A running max and the sum of exp(x - max) over the elements seen.
-struct MaxSum {
-  float m, s;
-};
-
-__device__ __forceinline__ MaxSum shfl_xor(MaxSum v, int o) {
-  return {__shfl_xor_sync(0xffffffffu, v.m, o), __shfl_xor_sync(0xffffffffu, v.s, o)};
-}
-
-// s * exp(m - to), with an empty part (s == 0, m == -inf) staying 0 rather
-// than 0 * exp(NaN).
-__device__ __forceinline__ float rescale(float s, float m, float to) {
-  return s == 0.0f ? 0.0f : s * expf(m - to);
-}
-
-struct MergeMaxSum {
-  __device__ __forceinline__ MaxSum operator()(MaxSum a, MaxSum b) const {
-    const float m = fmaxf(a.m, b.m);
-    return {m, rescale(a.s, a.m, m) + rescale(b.s, b.m, m)};
-  }
-};
-
-__device__ __forceinline__ void online_add(MaxSum& st, float v) {
-  const float m = fmaxf(st.m, v);  // fmaxf skips a NaN v; expf(v - m) below keeps it
-  st.s = (m == st.m ? st.s : rescale(st.s, st.m, m)) + expf(v - m);
-  st.m = m;
-}
-
 // kRowThreads threads per row; rows of one block are consecutive.
 template <typename T, bool Log, int kRowThreads>
 __global__ void __launch_bounds__(kRowThreads == 32 ? kThreads : kRowThreads)
