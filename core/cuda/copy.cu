@@ -40,33 +40,6 @@ __device__ __forceinline__ int64_t thread_index() {
 }
 __device__ __forceinline__ int64_t thread_stride() { return int64_t(gridDim.x) * blockDim.x; }
 
-// Bit-moving copies and fills work on unsigned words of the element size.
-#define KEEL_CUDA_DISPATCH_WORD(size, ...)       \
-  switch (size) {                                \
-    case 1: {                                    \
-      using W = uint8_t;                         \
-      __VA_ARGS__;                               \
-      break;                                     \
-    }                                            \
-    case 2: {                                    \
-      using W = uint16_t;                        \
-      __VA_ARGS__;                               \
-      break;                                     \
-    }                                            \
-    case 4: {                                    \
-      using W = uint32_t;                        \
-      __VA_ARGS__;                               \
-      break;                                     \
-    }                                            \
-    case 8: {                                    \
-      using W = uint64_t;                        \
-      __VA_ARGS__;                               \
-      break;                                     \
-    }                                            \
-    default:                                     \
-      KEEL_ASSERT(false, "element size ", size); \
-  }
-
 // ---- kernels ----------------------------------------------------------------------
 
 // Dense bytes; dst and src share their offset from a 16-byte boundary, so
@@ -320,7 +293,9 @@ void copy_tensor(Tensor& dst, const Tensor& src) {
       }
       return;
     }
-    KEEL_CUDA_DISPATCH_WORD(dst.element_size(), launch_copy_strided<W>(src, dst, L, n, dev, s));
+    dispatch_bits(dst.element_size(), [&](auto w) {
+      launch_copy_strided<decltype(w)>(src, dst, L, n, dev, s);
+    });
     return;
   }
   KEEL_DISPATCH_ALL(dst.dtype(), {
@@ -351,7 +326,8 @@ void fill_tensor(Tensor& dst, double value) {
     KEEL_CUDA_CHECK(cudaMemsetAsync(dst.raw_data(), 0, size_t(n) * dst.element_size(), s));
     return;
   }
-  KEEL_CUDA_DISPATCH_WORD(dst.element_size(), launch_fill<W>(dst, L, n, bits, dev, s));
+  dispatch_bits(dst.element_size(),
+                [&](auto w) { launch_fill<decltype(w)>(dst, L, n, bits, dev, s); });
 }
 
 void arange_fill(Tensor& dst, double start, double step) {

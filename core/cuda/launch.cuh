@@ -37,6 +37,28 @@ inline unsigned grid_for(int64_t work, int threads, int device, int per_sm = 8) 
   return unsigned(std::max<int64_t>(1, std::min(need, cap)));
 }
 
+// Calls f(W{}) with W the unsigned word of `bytes` bytes (1, 2, 4 or 8):
+// kernels that move elements without converting them move words.
+template <typename F>
+void dispatch_bits(size_t bytes, F&& f) {
+  switch (bytes) {
+    case 1:
+      f(uint8_t{});
+      break;
+    case 2:
+      f(uint16_t{});
+      break;
+    case 4:
+      f(uint32_t{});
+      break;
+    case 8:
+      f(uint64_t{});
+      break;
+    default:
+      KEEL_ASSERT(false, "element size ", bytes);
+  }
+}
+
 inline constexpr int kMaxDims = 12;
 
 // N operands iterated over one shape (sizes), each with its own element

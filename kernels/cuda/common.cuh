@@ -285,8 +285,9 @@ __device__ __forceinline__ void online_add(MaxSum& st, float v) {
 
 // ---- strided layouts -------------------------------------------------------------------
 
-// Strided layouts (Layout, make_layout, layout_offsets) and grid sizes come
-// from core/cuda/launch.cuh, which core's copy kernels share.
+// Strided layouts (Layout, make_layout, layout_offsets), grid sizes and word
+// dispatch come from core/cuda/launch.cuh, which core's copy kernels share.
+using ::keel::cuda::dispatch_bits;
 using ::keel::cuda::grid_for;
 using ::keel::cuda::kMaxDims;
 using ::keel::cuda::Layout;

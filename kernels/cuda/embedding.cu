@@ -23,20 +23,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <typename F>
-void dispatch_bits(size_t bytes, F&& f) {
-  switch (bytes) {
-    case 2:
-      f(uint16_t{});
-      break;
-    case 4:
-      f(uint32_t{});
-      break;
-    default:
-      KEEL_ASSERT(false, "embedding: element size ", bytes);
-  }
-}
-
 // Warp w of the grid copies row ids[w] of weight into out row w.
 template <typename E, typename I>
 __global__ void __launch_bounds__(kThreads)

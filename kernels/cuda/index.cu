@@ -22,27 +22,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Element types by size: gather and concat move bits, never convert.
-template <typename F>
-void dispatch_bits(size_t bytes, F&& f) {
-  switch (bytes) {
-    case 1:
-      f(uint8_t{});
-      break;
-    case 2:
-      f(uint16_t{});
-      break;
-    case 4:
-      f(uint32_t{});
-      break;
-    case 8:
-      f(uint64_t{});
-      break;
-    default:
-      KEEL_ASSERT(false, "element size ", bytes);
-  }
-}
-
 template <typename I>
 __global__ void __launch_bounds__(kThreads)
     find_bad_index(const I* p, Layout<1> L, int64_t n, int64_t bound, unsigned long long* first) {
