@@ -9,38 +9,10 @@
 #include <array>
 #include <cstdint>
 
+#include "core/layout.h"
 #include "core/tensor.h"
 
 namespace keel {
-
-template <int N>
-struct StridedLayout {
-  Shape sizes;
-  std::array<Shape, N> strides;
-};
-
-template <int N>
-StridedLayout<N> collapse_dims(const Shape& sizes, const std::array<Shape, N>& strides) {
-  StridedLayout<N> out;
-  for (size_t d = 0; d < sizes.size(); ++d) {
-    if (sizes[d] == 1) continue;  // size-1 dims carry no stride information
-    bool merge = !out.sizes.empty();
-    for (int k = 0; k < N && merge; ++k)
-      merge = out.strides[k].back() == strides[k][d] * sizes[d];
-    if (merge) {
-      out.sizes.back() *= sizes[d];
-      for (int k = 0; k < N; ++k) out.strides[k].back() = strides[k][d];
-    } else {
-      out.sizes.push_back(sizes[d]);
-      for (int k = 0; k < N; ++k) out.strides[k].push_back(strides[k][d]);
-    }
-  }
-  if (out.sizes.empty()) {
-    out.sizes.push_back(1);
-    for (int k = 0; k < N; ++k) out.strides[k].push_back(1);
-  }
-  return out;
-}
 
 // Minimum elements per thread before going parallel.
 inline constexpr int64_t kParallelGrain = 32768;

@@ -23,6 +23,7 @@
 #include "core/strided.h"
 #include "kernels/dispatch.h"
 #include "kernels/elementwise.h"
+#include "kernels/gemm_layout.h"
 
 namespace keel::kernels::cpu {
 
@@ -32,73 +33,15 @@ namespace {
 // its fork/join than on the product; such batches go one matrix per thread.
 constexpr double kSmallGemm = double(1 << 21);  // e.g. 128 x 128 x 128
 
-// How a (rows, cols) matrix with strides (sr, sc) is handed to row-major BLAS.
-struct BlasMat {
-  CBLAS_TRANSPOSE trans = CblasNoTrans;
-  int64_t ld = 0;
-  bool ok = false;
-};
+using Operand = GemmOperand;
 
-// A size-1 dim's stride is never used to address memory, so it constrains
-// nothing; a stride-0 (broadcast) dim of size > 1 makes rows overlap, which
-// BLAS cannot express (ld must be >= the row length).
-BlasMat blas_layout(int64_t rows, int64_t cols, int64_t sr, int64_t sc) {
-  BlasMat m;
-  const int64_t r1 = std::max<int64_t>(rows, 1), c1 = std::max<int64_t>(cols, 1);
-  if ((cols <= 1 || sc == 1) && (rows <= 1 || sr >= c1)) {
-    m.trans = CblasNoTrans;  // element (i, j) at i * ld + j
-    m.ld = rows <= 1 ? c1 : sr;
-    m.ok = m.ld <= INT_MAX;
-    if (m.ok) return m;
-  }
-  if ((rows <= 1 || sr == 1) && (cols <= 1 || sc >= r1)) {
-    m.trans = CblasTrans;  // element (i, j) at j * ld + i: the data is op^T, row-major
-    m.ld = cols <= 1 ? r1 : sc;
-    m.ok = m.ld <= INT_MAX;
-  }
-  return m;
-}
-
-BlasMat blas_layout(const Tensor& t) {
-  return blas_layout(t.size(-2), t.size(-1), t.stride(-2), t.stride(-1));
-}
-
-// t with its broadcast (stride-0) batch dims cut to size 1, so a copy or a
-// conversion touches only t's own elements; expand() restores the shape.
-Tensor compact_batch(const Tensor& t) {
-  Tensor c = t;
-  for (int64_t d = 0; d + 2 < t.dim(); ++d)
-    if (t.stride(d) == 0 && t.size(d) > 1) c = c.narrow(d, 0, 1);
-  return c;
-}
-
-struct Operand {
-  Tensor t;  // what BLAS reads: the view itself, or a contiguous copy of it
-  BlasMat mat;
-};
-
-Operand prepare(const Tensor& x) {
-  BlasMat m = blas_layout(x);
-  if (m.ok) return {x, m};
-  // Neither row- nor column-major (e.g. both matrix strides > 1): the one
-  // case that copies, and only x's own elements.
-  Tensor copy = compact_batch(x).contiguous().expand(x.sizes());  // x's shape, row-major
-  return {copy, blas_layout(copy)};
-}
-
-// Strides of t's batch dims broadcast (right-aligned) to `batch`.
-Shape batch_strides(const Tensor& t, const Shape& batch) {
-  const size_t own = size_t(t.dim() - 2), lead = batch.size() - own;
-  Shape s(batch.size(), 0);
-  for (size_t i = 0; i < own; ++i) s[lead + i] = t.sizes()[i] == 1 ? 0 : t.strides()[i];
-  return s;
-}
+CBLAS_TRANSPOSE blas_trans(const GemmMat& m) { return m.trans ? CblasTrans : CblasNoTrans; }
 
 inline void sgemm(const Operand& a, const Operand& b, int64_t m, int64_t n, int64_t k, float alpha,
                   const float* pa, int64_t lda, const float* pb, float beta, float* pc,
                   int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, a.mat.trans, b.mat.trans, int(m), int(n), int(k), alpha, pa, int(lda),
-              pb, int(b.mat.ld), beta, pc, int(ldc));
+  cblas_sgemm(CblasRowMajor, blas_trans(a.mat), blas_trans(b.mat), int(m), int(n), int(k), alpha,
+              pa, int(lda), pb, int(b.mat.ld), beta, pc, int(ldc));
 }
 
 void gemm_f32(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float beta) {
@@ -111,8 +54,8 @@ void gemm_f32(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float 
       mul_scalar_(out, beta);
     return;
   }
-  BlasMat cm = blas_layout(out);
-  if (cm.ok && cm.trans == CblasTrans) {
+  GemmMat cm = gemm_mat(out);
+  if (cm.ok && cm.trans) {
     // A column-major out is a row-major out^T = op(b)^T @ op(a)^T: swap the
     // operands instead of copying.
     Tensor ot = out.transpose(-2, -1);
@@ -125,7 +68,7 @@ void gemm_f32(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float 
     out.copy_(tmp);
     return;
   }
-  Operand A = prepare(a), B = prepare(b);
+  Operand A = gemm_operand(a), B = gemm_operand(b);
   const Shape batch(out.sizes().begin(), out.sizes().end() - 2);
   const std::array<Shape, 3> st{batch_strides(A.t, batch), batch_strides(B.t, batch),
                                 batch_strides(out, batch)};
@@ -138,7 +81,7 @@ void gemm_f32(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float 
   // A shared rhs (stride 0 over the whole batch) with lhs and out rows evenly
   // spaced across the batch: the batch is extra rows of one big GEMM, e.g.
   // (B, T, C) @ (C, N) as (B*T, C) @ (C, N).
-  if (nb > 1 && L.sizes.size() == 1 && L.strides[1][0] == 0 && A.mat.trans == CblasNoTrans) {
+  if (nb > 1 && L.sizes.size() == 1 && L.strides[1][0] == 0 && !A.mat.trans) {
     const int64_t sa = L.strides[0][0], sc = L.strides[2][0];
     const bool a_even = m == 1 ? sa >= k : sa == m * A.mat.ld;
     const bool c_even = m == 1 ? sc >= n : sc == m * cm.ld;

@@ -26,7 +26,9 @@
 
 #include "core/cuda/check.h"
 #include "core/cuda/stream.h"
+#include "core/layout.h"
 #include "kernels/elementwise.h"
+#include "kernels/gemm_layout.h"
 #include "kernels/matmul.h"
 
 namespace keel::kernels::cuda {
@@ -80,93 +82,9 @@ cublasComputeType_t compute_type(DType t) {
   return t == DType::F32 && allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
 }
 
-// How a (rows, cols) matrix with strides (sr, sc) reaches BLAS: as stored
-// (row-major, element (i, j) at i * ld + j) or transposed (column-major,
-// at j * ld + i). As in kernels/cpu/matmul.cpp.
-struct BlasMat {
-  bool trans = false;
-  int64_t ld = 0;
-  bool ok = false;
-};
+using Operand = GemmOperand;
 
-BlasMat blas_layout(int64_t rows, int64_t cols, int64_t sr, int64_t sc) {
-  BlasMat m;
-  const int64_t r1 = std::max<int64_t>(rows, 1), c1 = std::max<int64_t>(cols, 1);
-  if ((cols <= 1 || sc == 1) && (rows <= 1 || sr >= c1)) {
-    m.trans = false;
-    m.ld = rows <= 1 ? c1 : sr;
-    m.ok = m.ld <= INT_MAX;
-    if (m.ok) return m;
-  }
-  if ((rows <= 1 || sr == 1) && (cols <= 1 || sc >= r1)) {
-    m.trans = true;
-    m.ld = cols <= 1 ? r1 : sc;
-    m.ok = m.ld <= INT_MAX;
-  }
-  return m;
-}
-
-BlasMat blas_layout(const Tensor& t) {
-  return blas_layout(t.size(-2), t.size(-1), t.stride(-2), t.stride(-1));
-}
-
-// t with its broadcast (stride-0) batch dims cut to size 1.
-Tensor compact_batch(const Tensor& t) {
-  Tensor c = t;
-  for (int64_t d = 0; d + 2 < t.dim(); ++d)
-    if (t.stride(d) == 0 && t.size(d) > 1) c = c.narrow(d, 0, 1);
-  return c;
-}
-
-struct Operand {
-  Tensor t;
-  BlasMat mat;
-};
-
-Operand prepare(const Tensor& x) {
-  BlasMat m = blas_layout(x);
-  if (m.ok) return {x, m};
-  Tensor copy = compact_batch(x).contiguous().expand(x.sizes());  // x's shape, row-major
-  return {copy, blas_layout(copy)};
-}
-
-cublasOperation_t op_of(const BlasMat& m) { return m.trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
-
-// Strides of t's batch dims broadcast (right-aligned) to `batch`.
-Shape batch_strides(const Tensor& t, const Shape& batch) {
-  const size_t own = size_t(t.dim() - 2), lead = batch.size() - own;
-  Shape s(batch.size(), 0);
-  for (size_t i = 0; i < own; ++i) s[lead + i] = t.sizes()[i] == 1 ? 0 : t.strides()[i];
-  return s;
-}
-
-// The batch dims with size-1 dims dropped and dims merged where all three
-// operands step evenly across them.
-struct BatchLayout {
-  Shape sizes;
-  std::array<Shape, 3> strides;
-};
-
-BatchLayout collapse_batch(const Shape& sizes, const std::array<Shape, 3>& strides) {
-  BatchLayout L;
-  for (size_t d = 0; d < sizes.size(); ++d) {
-    if (sizes[d] == 1) continue;
-    bool merge = !L.sizes.empty();
-    for (int k = 0; k < 3 && merge; ++k) merge = L.strides[k].back() == strides[k][d] * sizes[d];
-    if (merge) {
-      L.sizes.back() *= sizes[d];
-      for (int k = 0; k < 3; ++k) L.strides[k].back() = strides[k][d];
-    } else {
-      L.sizes.push_back(sizes[d]);
-      for (int k = 0; k < 3; ++k) L.strides[k].push_back(strides[k][d]);
-    }
-  }
-  if (L.sizes.empty()) {
-    L.sizes.push_back(1);
-    for (int k = 0; k < 3; ++k) L.strides[k].push_back(0);
-  }
-  return L;
-}
+cublasOperation_t op_of(const GemmMat& m) { return m.trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
 // `count` products C_i = alpha op(A_i) op(B_i) + beta C_i, matrices i steps
 // of (sa, sb, sc) elements apart, in row-major terms (see the file comment).
@@ -195,7 +113,7 @@ void gemm_impl(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float
       mul_scalar_(out, beta);
     return;
   }
-  BlasMat cm = blas_layout(out);
+  GemmMat cm = gemm_mat(out);
   if (cm.ok && cm.trans) {
     // A column-major out is a row-major out^T = op(b)^T op(a)^T.
     Tensor ot = out.transpose(-2, -1);
@@ -209,9 +127,9 @@ void gemm_impl(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float
     return;
   }
   Handles& h = handles_for(out.device());
-  Operand A = prepare(a), B = prepare(b);
+  Operand A = gemm_operand(a), B = gemm_operand(b);
   const Shape batch(out.sizes().begin(), out.sizes().end() - 2);
-  const BatchLayout L = collapse_batch(
+  const StridedLayout<3> L = collapse_dims<3>(
       batch, {batch_strides(A.t, batch), batch_strides(B.t, batch), batch_strides(out, batch)});
   const int64_t nb = shape_numel(batch);
   const char* pa = static_cast<const char*>(A.t.raw_data());
@@ -282,10 +200,10 @@ struct LtDescs {
 bool lt_linear(const Tensor& x, const Tensor& w, const Tensor& bias_in, Tensor& y, bool gelu,
                Tensor* aux) {
   const int64_t rows = x.size(0), k = x.size(1), n = w.size(0);
-  const BlasMat ym = blas_layout(y);
+  const GemmMat ym = gemm_mat(y);
   if (!ym.ok || ym.trans) return false;
-  Operand A = prepare(x);                  // row-major a: (R, K)
-  Operand B = prepare(w.transpose(0, 1));  // row-major b: (K, N)
+  Operand A = gemm_operand(x);                  // row-major a: (R, K)
+  Operand B = gemm_operand(w.transpose(0, 1));  // row-major b: (K, N)
   // The bias vector must be packed; a fresh copy is also 256-byte aligned.
   Tensor bias = bias_in.is_contiguous() && alignment_of(bias_in.raw_data()) >= 16
                     ? bias_in
