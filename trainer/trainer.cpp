@@ -189,6 +189,8 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
   model.to(device);  // before the optimizer allocates its moments beside the weights
   const DType compute = compute_dtype(cfg);
   const bool fp16 = compute == DType::F16;
+  // fp16 scales the loss as configured; fp32 and bf16 through a fixed scale
+  // of 1, which multiplies by 1 and never skips a step.
   LossScaler scaler({fp16 ? tc.loss_scale() : 1.0, tc.initial_loss_scale(),
                      tc.loss_scale_window(), tc.min_loss_scale()});
   const auto& oc = cfg.optim();
@@ -381,9 +383,9 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
   DropoutShardGuard dropout_shard(dp_rank, dp_size);
   for (; step < end; ++step) {
     const double lr = schedule.at(step);
-    // fp16: the loss is scaled up for backward and the gradients scaled
-    // back down in the optimizer step (and in the norm). 1 otherwise.
-    const double loss_scale = fp16 ? scaler.scale() : 1.0;
+    // The loss is scaled up for backward and the gradients scaled back down
+    // in the optimizer step (and in the norm); 1 but in fp16.
+    const double loss_scale = scaler.scale();
     double loss_sum = 0;
     for (int64_t micro = 0; micro < accum; ++micro) {
       TokenBatch b = to_device(loader.next(), device);
@@ -408,7 +410,7 @@ TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& lo
     const double scaled_norm = zero ? sharded->grad_norm() : global_grad_norm(params);
     const double norm = scaled_norm / loss_scale;
     // Every rank sees the same norm, so all skip or all step.
-    const bool step_ok = !fp16 || scaler.update(std::isfinite(scaled_norm));
+    const bool step_ok = scaler.update(std::isfinite(scaled_norm));
     if (step_ok) {
       const double clip = clip_coefficient(norm, oc.grad_clip()) / loss_scale;
       if (zero)
