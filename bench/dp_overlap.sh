@@ -15,8 +15,8 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS
 head -c 400000 /dev/urandom > "$WORK/text.txt"
 "$KEEL" prepare --tokenizer byte --out "$WORK/data" --val-fraction 0 "$WORK/text.txt" >/dev/null
 
-COMMON=(--set model.n_layer=4 --set model.n_embd=192 --set model.n_head=4 --set model.block_size=128
-        --set data.seq_len=128 --set data.train_files="$WORK/data/train_000000.bin" --set data.val_files=
+COMMON=(--set model.gpt.n_layer=4 --set model.gpt.n_embd=192 --set model.gpt.n_head=4 --set model.gpt.block_size=128
+        --set data.seq_len=128 --set data.shards.train_files="$WORK/data/train_000000.bin" --set data.shards.val_files=
         --set train.steps=24 --set train.log_every=12 --set train.eval_every=0
         --set checkpoint.dir="$WORK/ckpt" --set checkpoint.every=0 --set logging.dir="$WORK/logs"
         --set logging.tensorboard=false --set logging.jsonl=false)

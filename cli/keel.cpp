@@ -3,12 +3,13 @@
 //   keel prepare --tokenizer byte|gpt2 --out DIR [--val-fraction F] [--shard-tokens N] FILE...
 //   keel train CONFIG [--set field=value]... [--resume PATH|auto] [--stop-after N]
 //   keel eval CHECKPOINT|DIR [--batches N] [--set field=value]...
-//   keel generate CHECKPOINT|DIR --prompt TEXT [--tokens N] [--temperature T] [--top-k K] [--seed S]
-//   keel inspect CHECKPOINT
+//   keel generate CHECKPOINT|DIR --prompt TEXT [--tokens N] [--temperature T] [--top-k K] [--seed
+//   S] keel inspect CHECKPOINT
 //
 // Under mpirun, `train` builds the process grid from parallel.* (the world
-// size must equal dp*cp*ep*tp) and trains data-parallel over its dp axis;
-// rank 0 prints. A rank that fails prints its error (naming the rank) and
+// size must equal dp*cp*ep*tp) into a ParallelContext, the family's recipe
+// on it (recipes/registry.cpp), and trains; rank 0 prints. Nothing here
+// knows a family. A rank that fails prints its error (naming the rank) and
 // aborts the whole job, so no rank is left waiting in a collective.
 #include <mpi.h>
 
@@ -19,11 +20,13 @@
 #include <string>
 #include <vector>
 
-#include "parallel/mesh.h"
+#include "parallel/context.h"
 #include "recipes/recipe.h"
 #include "trainer/checkpoint.h"
 #include "trainer/shard.h"
+#include "trainer/shard_source.h"
 #include "trainer/tokenizer.h"
+#include "trainer/trainer.h"
 
 namespace {
 
@@ -99,16 +102,6 @@ Args parse_args(int argc, char** argv, int first, const std::vector<std::string>
   return a;
 }
 
-int64_t shard_vocab(const config::Config& cfg) {
-  KEEL_CHECK(cfg.data().train_files_size() > 0, "config: data.train_files is missing");
-  TokenShard shard(cfg.data().train_files(0));
-  return shard.vocab_size();
-}
-
-std::string assets_dir(const config::Config& cfg) {
-  return cfg.data().assets_dir().empty() ? default_assets_dir() : cfg.data().assets_dir();
-}
-
 int cmd_prepare(const Args& a) {
   KEEL_CHECK(!a.positional.empty(), "prepare: no input text files given");
   std::string out = a.get("out");
@@ -117,93 +110,97 @@ int cmd_prepare(const Args& a) {
   PrepareSummary s = prepare_shards(a.positional, *tok, out, a.number("val-fraction", 0.01),
                                     int64_t(a.number("shard-tokens", 100e6)));
   std::cout << "prepared " << s.documents << " documents (" << s.bytes << " bytes) with "
-            << tok->id() << ": " << s.train_tokens << " train tokens in "
-            << s.train_files.size() << " shard(s), " << s.val_tokens << " validation tokens"
+            << tok->id() << ": " << s.train_tokens << " train tokens in " << s.train_files.size()
+            << " shard(s), " << s.val_tokens << " validation tokens"
             << (s.val_file.empty() ? "" : " in " + s.val_file) << "\n";
   return 0;
 }
 
 int cmd_train(const Args& a) {
   KEEL_CHECK(a.positional.size() == 1, "train: expected one CONFIG file");
-  std::vector<std::string> sets = a.all("set");
-  config::Config cfg = trainer::load_config(a.positional[0], sets);
-  trainer::validate_config(cfg);
+  config::Config cfg = trainer::load_config(a.positional[0], a.all("set"));
+  recipes::validate_config(cfg);
   // The process grid (collective; refuses a world size that does not match).
   auto world = parallel::mpi_world();
   const auto& p = cfg.parallel();
-  parallel::Mesh mesh(*world,
-                      parallel::MeshShape{int(p.dp()), int(p.cp()), int(p.ep()), int(p.tp())});
-  const bool lead = mesh.rank() == 0;
-  recipes::Recipe r = recipes::make_recipe(cfg, shard_vocab(cfg));
-  if (lead)
-    std::cout << "model: " << cfg.model().family() << ", " << r.module->num_parameters()
-              << " parameters" << (mesh.size() > 1 ? ", " + mesh.shape().str() : "") << "\n";
+  parallel::ParallelContext ctx(
+      *world, parallel::MeshShape{int(p.dp()), int(p.cp()), int(p.ep()), int(p.tp())},
+      trainer::training_device(cfg.train().device()));
+  recipes::Recipe r = recipes::make_recipe(cfg, ctx);
+  if (ctx.lead())
+    std::cout << "model: " << recipes::family_of(cfg).name << ", " << r.module->num_parameters()
+              << " parameters" << (ctx.size() > 1 ? ", " + ctx.shape().str() : "") << "\n";
   trainer::TrainOptions opt;
   opt.resume = a.get("resume");
   opt.stop_after = int64_t(a.number("stop-after", -1));
-  if (mesh.dp().size() > 1) opt.dp = &mesh.dp();
-  trainer::TrainResult res = trainer::train(cfg, *r.module, r.loss, opt);
-  if (lead && !res.losses.empty())
-    std::cout << "trained steps " << res.start_step + 1 << ".." << res.end_step
-              << ": loss " << res.losses.front() << " -> " << res.losses.back() << "\n";
+  trainer::TrainResult res = trainer::train(cfg, r, ctx, opt);
+  if (ctx.lead() && !res.losses.empty())
+    std::cout << "trained steps " << res.start_step + 1 << ".." << res.end_step << ": loss "
+              << res.losses.front() << " -> " << res.losses.back() << "\n";
   return 0;
 }
 
-// Loads a checkpoint's config, model and weights.
+// A checkpoint's config, model and weights, in one process on `device`.
 struct Loaded {
   config::Config cfg;
+  std::unique_ptr<parallel::ParallelContext> ctx;
   recipes::Recipe recipe;
   std::string path;
 };
 
-Loaded load_model(const std::string& where, const std::vector<std::string>& sets) {
+Loaded load_model(const std::string& where, const std::vector<std::string>& sets,
+                  bool on_train_device) {
   Loaded l;
   l.path = trainer::resolve_checkpoint(where);
   l.cfg = trainer::checkpoint_config(l.path);
   for (const auto& s : sets) trainer::apply_override(l.cfg, s);
-  // The vocabulary is fixed by the checkpoint's own embedding; the shards may be gone.
-  int64_t vocab = l.cfg.model().vocab_size();
-  if (vocab <= 0) vocab = make_tokenizer(l.cfg.data().tokenizer(), assets_dir(l.cfg))->vocab_size();
-  l.recipe = recipes::make_recipe(l.cfg, vocab);
+  Device device = Device::cpu();
+  if (on_train_device) {
+    try {
+      device = trainer::training_device(l.cfg.train().device());
+    } catch (const Error& e) {
+      // Name where the device came from and the way out.
+      throw Error(std::string(e.what()) + " (train.device of " + l.path +
+                  "; --set train.device=cpu evaluates it on the CPU)");
+    }
+  }
+  // One process, whatever layout wrote the checkpoint: it holds full tensors.
+  l.cfg.mutable_parallel()->Clear();
+  l.ctx = std::make_unique<parallel::ParallelContext>(device);
+  l.recipe = recipes::make_recipe(l.cfg, *l.ctx);
   trainer::CheckpointData ck;
   ck.model = l.recipe.module->state_dict();
   trainer::load_checkpoint(l.path, ck);
+  l.recipe.module->to(device);
   l.recipe.module->eval();
   return l;
 }
 
 int cmd_generate(const Args& a) {
   KEEL_CHECK(a.positional.size() == 1, "generate: expected one CHECKPOINT (file or directory)");
-  Loaded l = load_model(a.positional[0], {});
-  auto tok = make_tokenizer(l.cfg.data().tokenizer(), assets_dir(l.cfg));
-  gpt::SampleOptions o;
+  Loaded l = load_model(a.positional[0], {}, false);
+  KEEL_CHECK(bool(l.recipe.sample), "generate: the ", recipes::family_of(l.cfg).name,
+             " family has no sampler");
+  auto tok = make_tokenizer(l.cfg.data().tokenizer(), trainer::assets_dir(l.cfg));
+  recipes::SampleOptions o;
   o.max_new_tokens = int64_t(a.number("tokens", 200));
   o.temperature = a.number("temperature", 0.8);
   o.top_k = int64_t(a.number("top-k", 40));
   o.seed = uint64_t(a.number("seed", 0));
   if (tok->eot_id()) o.stop_token = *tok->eot_id();
   std::string prompt = a.get("prompt", "\n");
-  std::vector<int32_t> ids = l.recipe.generate(tok->encode(prompt), o);
+  std::vector<int32_t> ids = l.recipe.sample(tok->encode(prompt), o);
   std::cout << "--- sample from " << l.path << " ---\n" << tok->decode(ids) << "\n";
   return 0;
 }
 
 int cmd_eval(const Args& a) {
   KEEL_CHECK(a.positional.size() == 1, "eval: expected one CHECKPOINT (file or directory)");
-  Loaded l = load_model(a.positional[0], a.all("set"));
-  Device device;
-  try {
-    device = trainer::training_device(l.cfg.train().device());
-  } catch (const Error& e) {
-    // Name where the device came from and the way out.
-    throw Error(std::string(e.what()) + " (train.device of " + l.path +
-                "; --set train.device=cpu evaluates it on the CPU)");
-  }
-  l.recipe.module->to(device);
+  Loaded l = load_model(a.positional[0], a.all("set"), true);
   int64_t batches = int64_t(a.number("batches", double(l.cfg.train().eval_batches())));
-  double loss = trainer::evaluate(l.cfg, *l.recipe.module, l.recipe.loss, batches);
-  std::cout << "val loss " << std::setprecision(6) << loss << " over " << batches
-            << " batches (" << l.path << ")\n";
+  double loss = trainer::evaluate(l.cfg, l.recipe, *l.ctx, batches);
+  std::cout << "val loss " << std::setprecision(6) << loss << " over " << batches << " batches ("
+            << l.path << ")\n";
   return 0;
 }
 
@@ -234,10 +231,12 @@ int run(int argc, char** argv) {
   }
   std::string cmd = argv[1];
   if (cmd == "prepare")
-    return cmd_prepare(parse_args(argc, argv, 2, {"tokenizer", "out", "val-fraction", "shard-tokens", "assets"}));
+    return cmd_prepare(
+        parse_args(argc, argv, 2, {"tokenizer", "out", "val-fraction", "shard-tokens", "assets"}));
   if (cmd == "train") return cmd_train(parse_args(argc, argv, 2, {"set", "resume", "stop-after"}));
   if (cmd == "generate")
-    return cmd_generate(parse_args(argc, argv, 2, {"prompt", "tokens", "temperature", "top-k", "seed"}));
+    return cmd_generate(
+        parse_args(argc, argv, 2, {"prompt", "tokens", "temperature", "top-k", "seed"}));
   if (cmd == "eval") return cmd_eval(parse_args(argc, argv, 2, {"batches", "set"}));
   if (cmd == "inspect") return cmd_inspect(parse_args(argc, argv, 2, {}));
   std::cerr << "keel: unknown command '" << cmd << "'\n" << kUsage;

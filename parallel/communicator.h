@@ -88,6 +88,12 @@ class MpiCommunicator : public Communicator {
 // once. A Work must not outlive its communicator.
 std::unique_ptr<Communicator> mpi_world();
 
+// A world of one that needs no MPI (a single process): collectives complete
+// at once as copies, send/recv are refused (there is no peer), split gives
+// another world of one. Its buffers live on `device`.
+std::unique_ptr<Communicator> local_world(Device device = Device::cpu(),
+                                          const std::string& name = "world");
+
 // MPI_Init_thread(MPI_THREAD_FUNNELED) if not yet done, and set_error_rank.
 // FUNNELED: only the thread that initialised MPI calls it (OpenMP workers
 // never do). Safe to call twice. finalize_mpi is a no-op when MPI is not

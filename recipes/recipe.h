@@ -1,24 +1,45 @@
-// Recipes by family: the model a config names, its loss for the trainer and
-// its sampler. The CLI and the tests build models only through here.
+// Recipes by family: what a config's model section builds. A family is one
+// folder (recipes/<family>/), one sub-message of config::Model, and one
+// line in the registry (recipes/registry.cpp). Its factory receives the
+// whole config and the ParallelContext and returns the module, its data,
+// its loss and, optionally, a sampler. The CLI and the tests build models
+// only through here.
 #pragma once
 
-#include <memory>
+#include <functional>
 #include <string>
 #include <vector>
 
-#include "recipes/gpt/generate.h"
-#include "trainer/trainer.h"
+#include "parallel/context.h"
+#include "recipes/sampling.h"
+#include "trainer/config.h"
+#include "trainer/workload.h"
 
 namespace keel::recipes {
 
-struct Recipe {
-  std::shared_ptr<nn::Module> module;
-  trainer::LossFn loss;
-  std::function<std::vector<int32_t>(std::vector<int32_t>, const gpt::SampleOptions&)> generate;
+struct Recipe : trainer::Workload {
+  // prompt ids -> prompt + sampled ids; empty when the family cannot sample.
+  std::function<std::vector<int32_t>(std::vector<int32_t>, const SampleOptions&)> sample;
 };
 
-// vocab_size: the tokenizer's, used when model.vocab_size is 0.
-gpt::GptConfig gpt_config(const config::Model& m, int64_t vocab_size);
-Recipe make_recipe(const config::Config& cfg, int64_t vocab_size);
+struct Family {
+  const char* name;                   // "gpt": the model section's name
+  config::Model::FamilyCase section;  // its case of the model.family oneof
+  // Refuses what this family cannot run (its model section, the task, the
+  // data), naming the field: "config: model.gpt.n_head ...".
+  void (*validate)(const config::Config& cfg);
+  Recipe (*make)(const config::Config& cfg, parallel::ParallelContext& ctx);
+};
+
+// Every registered family, in registry order.
+const std::vector<Family>& families();
+// The family whose section the config's model holds; keel::Error naming
+// the known ones when it holds none.
+const Family& family_of(const config::Config& cfg);
+
+// The trainer's sections (trainer::validate_config), then the family's.
+void validate_config(const config::Config& cfg);
+// Validates, then builds the config's family on `ctx`.
+Recipe make_recipe(const config::Config& cfg, parallel::ParallelContext& ctx);
 
 }  // namespace keel::recipes

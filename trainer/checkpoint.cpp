@@ -529,7 +529,9 @@ std::vector<std::string> datasets_under(hid_t file_id, const char* group, const 
 
 // ---- collective helpers ------------------------------------------------------------------
 
+// MPI_COMM_NULL (the serial driver) for a world of one, MPI or not.
 MPI_Comm mpi_comm_of(parallel::Communicator& comm, const std::string& path) {
+  if (comm.size() == 1) return MPI_COMM_NULL;
   auto* mpi = dynamic_cast<parallel::MpiCommunicator*>(&comm);
   KEEL_CHECK(mpi != nullptr, "checkpoint ", path, ": a collective save or load needs an MPI ",
              "communicator (parallel HDF5 runs over MPI-IO), got communicator '", comm.name(),
@@ -794,7 +796,7 @@ void load_checkpoint(const std::string& path, CheckpointParts& into, parallel::C
     problem = parts_problem(into, "load_checkpoint", comm.rank());
   agree(comm, path, "load", problem, listing(into, false));
   Handle f = open_checkpoint(path, mpi);
-  const Io io = make_io(f.get(), path, true, comm.rank());
+  const Io io = make_io(f.get(), path, mpi != MPI_COMM_NULL, comm.rank());
   read_checkpoint_file(io, into);
 }
 

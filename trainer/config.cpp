@@ -3,10 +3,12 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
+#include <cctype>
 #include <fstream>
 #include <sstream>
 
 #include "core/error.h"
+#include "trainer/tokenizer.h"
 
 namespace keel::trainer {
 
@@ -14,12 +16,43 @@ namespace pb = google::protobuf;
 
 namespace {
 
+// Where a field of the flat, GPT-only layout before per-family sections
+// went, for the message that refuses it: "" when `field` of `section`
+// ("model", "data") never existed there.
+std::string moved_field_hint(const std::string& section, const std::string& field) {
+  if (section == "model" && field == "family")
+    return "the family is now the name of a section inside model: write model { gpt { ... } }";
+  if (section == "model" && config::GptModel::descriptor()->FindFieldByName(field))
+    return detail::cat("model.", field, " is now a field of the family's section: write model { ",
+                       "gpt { ", field, ": ... } } (--set model.gpt.", field, "=...)");
+  if (section == "data" && config::ShardData::descriptor()->FindFieldByName(field))
+    return detail::cat("data.", field, " is now a field of the data source: write data { ",
+                       "shards { ", field, ": ... } } (--set data.shards.", field, "=...)");
+  return "";
+}
+
+// The hint for the text parser's unknown-field message, or "".
+std::string hint_for_parse_error(const std::string& message) {
+  // 'Message type "keel.config.Model" has no field named "block_size".'
+  const std::string type_mark = "Message type \"keel.config.", field_mark = "no field named \"";
+  const size_t t = message.find(type_mark), f = message.find(field_mark);
+  if (t == std::string::npos || f == std::string::npos) return "";
+  const size_t t0 = t + type_mark.size(), f0 = f + field_mark.size();
+  std::string type = message.substr(t0, message.find('"', t0) - t0);
+  const std::string field = message.substr(f0, message.find('"', f0) - f0);
+  for (char& c : type) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return moved_field_hint(type, field);
+}
+
 class Collector final : public pb::io::ErrorCollector {
  public:
   explicit Collector(std::string source) : source_(std::move(source)) {}
   void AddError(int line, pb::io::ColumnNumber column, const std::string& message) override {
-    if (first_.empty())
+    if (first_.empty()) {
       first_ = detail::cat(source_, ":", line + 1, ":", column + 1, ": ", message);
+      const std::string hint = hint_for_parse_error(message);
+      if (!hint.empty()) first_ += " (" + hint + ")";
+    }
   }
   void AddWarning(int, pb::io::ColumnNumber, const std::string&) override {}
   const std::string& first() const { return first_; }
@@ -44,8 +77,12 @@ void apply_override(config::Config& cfg, const std::string& assignment) {
   for (size_t i = 0; i < names.size(); ++i) {
     const pb::Descriptor* d = msg->GetDescriptor();
     const pb::FieldDescriptor* f = d->FindFieldByName(names[i]);
+    if (f == nullptr) {
+      const std::string hint = i == 1 ? moved_field_hint(names[0], names[1]) : "";
+      KEEL_FAIL("--set ", assignment, ": unknown config field '", walked, walked.empty() ? "" : ".",
+                names[i], "'", hint.empty() ? "" : " (" + hint + ")");
+    }
     walked += (walked.empty() ? "" : ".") + names[i];
-    KEEL_CHECK(f != nullptr, "--set ", assignment, ": unknown config field '", walked, "'");
     const pb::Reflection* r = msg->GetReflection();
     if (i + 1 < names.size()) {
       KEEL_CHECK(f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE && !f->is_repeated(),
@@ -53,8 +90,8 @@ void apply_override(config::Config& cfg, const std::string& assignment) {
       msg = r->MutableMessage(msg, f);
       continue;
     }
-    KEEL_CHECK(f->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE, "--set ", assignment,
-               ": '", walked, "' is a section, not a value");
+    KEEL_CHECK(f->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE, "--set ", assignment, ": '",
+               walked, "' is a section, not a value");
     if (f->is_repeated()) {
       r->ClearField(msg, f);
       std::stringstream items(value);
@@ -111,30 +148,25 @@ void check(bool ok, const char* field, const std::string& why) {
 }  // namespace
 
 void validate_config(const config::Config& c) {
-  const auto& m = c.model();
-  check(m.family() == "gpt", "model.family", "'" + m.family() + "' is not a known family (gpt)");
-  require(m.has_block_size(), "model.block_size");
-  require(m.has_n_layer(), "model.n_layer");
-  require(m.has_n_head(), "model.n_head");
-  require(m.has_n_embd(), "model.n_embd");
-  check(m.vocab_size() >= 0, "model.vocab_size", "must be >= 0");
-  check(m.block_size() > 0, "model.block_size", "must be positive");
-  check(m.n_layer() > 0, "model.n_layer", "must be positive");
-  check(m.n_head() > 0, "model.n_head", "must be positive");
-  check(m.n_embd() > 0 && m.n_embd() % m.n_head() == 0, "model.n_embd",
-        "must be a positive multiple of model.n_head");
-  check(m.dropout() >= 0 && m.dropout() < 1, "model.dropout", "must be in [0, 1)");
-  check(m.init_std() > 0, "model.init_std", "must be positive");
-
   const auto& d = c.data();
-  require(d.train_files_size() > 0, "data.train_files");
   require(d.has_batch_size(), "data.batch_size");
   require(d.has_seq_len(), "data.seq_len");
   check(d.batch_size() > 0, "data.batch_size", "must be positive");
-  check(d.seq_len() > 0 && d.seq_len() <= m.block_size(), "data.seq_len",
-        "must be in [1, model.block_size]");
-  check(d.tokenizer() == "gpt2" || d.tokenizer() == "byte", "data.tokenizer",
-        "'" + d.tokenizer() + "' is not gpt2 or byte");
+  check(d.seq_len() > 0, "data.seq_len", "must be positive");
+  std::string known;
+  bool tokenizer_known = false;
+  for (const std::string& id : tokenizer_ids()) {
+    known += (known.empty() ? "" : ", ") + id;
+    tokenizer_known = tokenizer_known || id == d.tokenizer();
+  }
+  check(tokenizer_known, "data.tokenizer", "'" + d.tokenizer() + "' is not one of " + known);
+  switch (d.source_case()) {
+    case config::Data::kShards:
+      require(d.shards().train_files_size() > 0, "data.shards.train_files");
+      break;
+    case config::Data::SOURCE_NOT_SET:
+      KEEL_FAIL("config: data has no source section: write data { shards { train_files: ... } }");
+  }
 
   const auto& o = c.optim();
   check(o.lr() > 0, "optim.lr", "must be positive");
@@ -146,8 +178,8 @@ void validate_config(const config::Config& c) {
 
   const auto& s = c.schedule();
   check(s.warmup_steps() >= 0, "schedule.warmup_steps", "must be >= 0");
-  check(s.decay() == "cosine" || s.decay() == "linear" || s.decay() == "constant",
-        "schedule.decay", "'" + s.decay() + "' is not cosine, linear or constant");
+  check(s.decay() == "cosine" || s.decay() == "linear" || s.decay() == "constant", "schedule.decay",
+        "'" + s.decay() + "' is not cosine, linear or constant");
   check(s.min_lr_ratio() >= 0 && s.min_lr_ratio() <= 1, "schedule.min_lr_ratio",
         "must be in [0, 1]");
 
@@ -172,14 +204,18 @@ void validate_config(const config::Config& c) {
         "must be divisible by train.grad_accum");
 
   const auto& p = c.parallel();
-  for (auto [v, name] : {std::pair{p.dp(), "parallel.dp"}, {p.tp(), "parallel.tp"},
-                         {p.cp(), "parallel.cp"}, {p.ep(), "parallel.ep"}})
+  for (auto [v, name] : {std::pair{p.dp(), "parallel.dp"},
+                         {p.tp(), "parallel.tp"},
+                         {p.cp(), "parallel.cp"},
+                         {p.ep(), "parallel.ep"}})
     check(v >= 1, name, "must be >= 1");
   check(p.tp() == 1 && p.cp() == 1 && p.ep() == 1, "parallel",
         "tp, cp and ep other than 1 are not available yet in this build");
   check(p.zero_stage() == 0 || p.zero_stage() == 1, "parallel.zero_stage", "must be 0 or 1");
-  check(d.batch_size() % (t.grad_accum() * p.dp()) == 0, "data.batch_size",
-        "must be divisible by train.grad_accum * parallel.dp");
+  check(p.bucket_mb() > 0, "parallel.bucket_mb", "must be positive");
+  // The batch rows are split over the data ranks, dp x ep.
+  check(d.batch_size() % (t.grad_accum() * p.dp() * p.ep()) == 0, "data.batch_size",
+        "must be divisible by train.grad_accum * parallel.dp * parallel.ep");
 
   const auto& k = c.checkpoint();
   check(k.every() >= 0, "checkpoint.every", "must be >= 0");

@@ -15,8 +15,13 @@ config::Config parse_config(const std::string& text, const std::string& source,
                             const std::vector<std::string>& overrides = {});
 config::Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 // Applies one "dotted.field=value" override; repeated fields take a comma list.
+// A field of the old flat layout (model.n_head, data.train_files) is refused
+// with where it lives now.
 void apply_override(config::Config& cfg, const std::string& assignment);
-// Refuses missing required fields and out-of-range values, naming the field.
+// The trainer's own sections (data, optim, schedule, train, parallel,
+// checkpoint, logging): refuses missing required fields and out-of-range
+// values, naming the field. The model section is its family's to check
+// (recipes::validate_config checks both).
 void validate_config(const config::Config& cfg);
 std::string config_to_text(const config::Config& cfg);
 

@@ -636,10 +636,37 @@ std::string default_assets_dir() {
 #endif
 }
 
+namespace {
+// Every tokenizer keel knows, by id: a new one is one line here.
+struct TokenizerEntry {
+  const char* id;
+  std::unique_ptr<Tokenizer> (*make)(const std::string& assets_dir);
+};
+const TokenizerEntry kTokenizers[] = {
+    {"byte",
+     [](const std::string&) -> std::unique_ptr<Tokenizer> {
+       return std::make_unique<ByteTokenizer>();
+     }},
+    {"gpt2",
+     [](const std::string& assets) -> std::unique_ptr<Tokenizer> {
+       return std::make_unique<Gpt2Tokenizer>(assets + "/gpt2");
+     }},
+};
+}  // namespace
+
+std::vector<std::string> tokenizer_ids() {
+  std::vector<std::string> ids;
+  for (const auto& t : kTokenizers) ids.emplace_back(t.id);
+  return ids;
+}
+
 std::unique_ptr<Tokenizer> make_tokenizer(std::string_view id, const std::string& assets_dir) {
-  if (id == "byte") return std::make_unique<ByteTokenizer>();
-  if (id == "gpt2") return std::make_unique<Gpt2Tokenizer>(assets_dir + "/gpt2");
-  KEEL_FAIL("unknown tokenizer \"", id, "\" (known: byte, gpt2)");
+  std::string known;
+  for (const auto& t : kTokenizers) {
+    if (id == t.id) return t.make(assets_dir);
+    known += (known.empty() ? "" : ", ") + std::string(t.id);
+  }
+  KEEL_FAIL("unknown tokenizer \"", id, "\" (known: ", known, ")");
 }
 
 }  // namespace keel

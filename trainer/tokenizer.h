@@ -92,6 +92,8 @@ class Gpt2Tokenizer final : public Tokenizer {
 
 // Where fetch_assets.sh puts data files: $KEEL_ASSETS, else <source>/assets.
 std::string default_assets_dir();
+// The ids make_tokenizer knows, in its order ("byte", "gpt2").
+std::vector<std::string> tokenizer_ids();
 // A tokenizer by its id() ("byte", "gpt2"); gpt2 loads from <assets_dir>/gpt2.
 std::unique_ptr<Tokenizer> make_tokenizer(std::string_view id,
                                           const std::string& assets_dir = default_assets_dir());

@@ -1,21 +1,22 @@
-// The training loop, model-agnostic: a recipe hands it a module and a loss
-// function. It runs AdamW with warmup/decay, global-norm clipping, gradient
-// accumulation, periodic validation, progress/JSONL/TensorBoard metrics, and
-// HDF5 checkpoints from which a run resumes bit for bit.
+// The training loop, model- and layout-agnostic: a recipe hands it a
+// Workload (module, data, loss) and the CLI or a test a ParallelContext.
+// Each step: batch -> loss -> backward -> gradient sync -> clip -> step ->
+// log / eval / save, with AdamW under a warmup/decay schedule, global-norm
+// clipping, gradient accumulation, progress / JSONL / TensorBoard metrics,
+// and checkpoints from which a run resumes bit for bit.
 //
-// Device and precision: the model is moved to train.device before the
+// Device and precision: the model is moved to ctx.device() before the
 // optimizer is built, batches follow it, and the forward runs at
 // train.precision (fp32; bf16 or fp16 compute over f32 master weights and
 // moments). fp16 scales the loss (LossScaler) and skips the steps whose
 // gradients overflow; the scale is saved in checkpoints.
 //
-// Data parallel: given a dp communicator, every rank trains its rows of the
-// same global batch (TokenLoader world/rank), gradients are averaged across
-// ranks in buckets overlapped with backward (GradientSync), or with
-// parallel.zero_stage = 1 reduce-scattered into a sharded AdamW (ZeRO-1);
-// clipping uses the global norm, the reported loss is the mean over ranks,
-// rank 0 alone prints and writes metrics, and checkpoints are written and
-// read collectively (parallel HDF5), so any dp size resumes any other.
+// Layouts: every rank trains its rows of the same global batch; the
+// Optimizer (trainer/optimizer.h) reduces gradients across the ranks that
+// hold the same parameters (or, ZeRO-1, reduce-scatters them into sharded
+// moments); the reported loss and metrics are means over the ranks; the
+// lead rank alone prints and writes metrics; checkpoints are collective,
+// so any layout resumes any other.
 #pragma once
 
 #include <functional>
@@ -23,44 +24,38 @@
 #include <string>
 #include <vector>
 
-#include "nn/module.h"
-#include "parallel/communicator.h"
+#include "parallel/context.h"
 #include "trainer/config.h"
+#include "trainer/workload.h"
 
 namespace keel::trainer {
 
-// loss(inputs (B, T), targets (B, T)) -> scalar mean loss. The batches are
-// on the model's device; train() and evaluate() call it under an
-// AutocastGuard for train.precision, and the loss must come out f32.
-using LossFn = std::function<Tensor(const Tensor&, const Tensor&)>;
-
 struct TrainOptions {
-  std::string resume;          // "", a checkpoint path, or "auto" (latest in checkpoint.dir)
+  std::string resume;           // "", a checkpoint path, or "auto" (latest in checkpoint.dir)
   std::ostream* out = nullptr;  // progress lines; null: std::cout
-  int64_t stop_after = -1;     // >= 0: stop (and checkpoint) once this step count is reached
-  // The data-parallel group (an MPI communicator; its size must equal
-  // parallel.dp), or null for a single process. Every rank of the group
-  // calls train() with the same config and an identically initialised model.
-  parallel::Communicator* dp = nullptr;
+  int64_t stop_after = -1;      // >= 0: stop (and checkpoint) once this step count is reached
 };
 
 struct TrainResult {
-  int64_t start_step = 0;                          // steps done before this run (resume)
-  int64_t end_step = 0;                            // steps done at the end
-  std::vector<double> losses;  // training loss of each step run here (mean over dp ranks)
+  int64_t start_step = 0;      // steps done before this run (resume)
+  int64_t end_step = 0;        // steps done at the end
+  std::vector<double> losses;  // training loss of each step run here (mean over the ranks)
   std::vector<std::pair<int64_t, double>> val_losses;  // (step, loss)
-  std::string last_checkpoint;                     // path, or empty
+  std::string last_checkpoint;                         // path, or empty
   int64_t skipped_steps = 0;  // fp16 steps dropped for overflowing gradients
 };
 
-TrainResult train(const config::Config& cfg, nn::Module& model, const LossFn& loss_fn,
+// Collective over ctx's world: every rank calls it with the same config and
+// a workload built by the same recipe from the same context. cfg.parallel
+// must describe ctx's mesh.
+TrainResult train(const config::Config& cfg, const Workload& work, parallel::ParallelContext& ctx,
                   const TrainOptions& opt = {});
 
-// Mean loss over `batches` batches of the validation files (from their
-// start). With `dp`, collective: each rank evaluates its rows of every batch
-// and all get the mean over ranks.
-double evaluate(const config::Config& cfg, nn::Module& model, const LossFn& loss_fn,
-                int64_t batches, parallel::Communicator* dp = nullptr);
+// Mean loss over `batches` batches of the validation split (from its
+// start), at train.precision on the model's device. Collective: each rank
+// evaluates its rows of every batch and all get the mean over ranks.
+double evaluate(const config::Config& cfg, const Workload& work, parallel::ParallelContext& ctx,
+                int64_t batches);
 
 // The device train.device names for this process: cpu, cuda:N, or for plain
 // "cuda" GPU (node-local rank mod visible GPUs), the node-local rank read

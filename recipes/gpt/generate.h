@@ -6,16 +6,11 @@
 #include <vector>
 
 #include "recipes/gpt/gpt.h"
+#include "recipes/sampling.h"
 
 namespace keel::gpt {
 
-struct SampleOptions {
-  int64_t max_new_tokens = 200;
-  double temperature = 1.0;  // 0: greedy
-  int64_t top_k = 0;         // 0: the whole vocabulary
-  uint64_t seed = 0;
-  int64_t stop_token = -1;   // stop after emitting this id (e.g. end of text)
-};
+using recipes::SampleOptions;
 
 // Returns prompt + sampled ids. The context is cut to the model's block size.
 std::vector<int32_t> generate(const GPT& model, std::vector<int32_t> prompt,

@@ -9,15 +9,15 @@ int64_t GptConfig::padded_vocab() const {
 }
 
 void GptConfig::validate() const {
-  KEEL_CHECK(vocab_size > 0, "model.vocab_size must be positive, got ", vocab_size);
-  KEEL_CHECK(padded_vocab() >= vocab_size, "model.padded_vocab_size ", padded_vocab_size,
-             " is smaller than model.vocab_size ", vocab_size);
-  KEEL_CHECK(block_size > 0, "model.block_size must be positive, got ", block_size);
-  KEEL_CHECK(n_layer > 0, "model.n_layer must be positive, got ", n_layer);
-  KEEL_CHECK(n_head > 0 && n_embd > 0 && n_embd % n_head == 0, "model.n_embd ", n_embd,
-             " must be a positive multiple of model.n_head ", n_head);
-  KEEL_CHECK(dropout >= 0 && dropout < 1, "model.dropout must be in [0, 1), got ", dropout);
-  KEEL_CHECK(init_std > 0, "model.init_std must be positive, got ", init_std);
+  KEEL_CHECK(vocab_size > 0, "model.gpt.vocab_size must be positive, got ", vocab_size);
+  KEEL_CHECK(padded_vocab() >= vocab_size, "model.gpt.padded_vocab_size ", padded_vocab_size,
+             " is smaller than model.gpt.vocab_size ", vocab_size);
+  KEEL_CHECK(block_size > 0, "model.gpt.block_size must be positive, got ", block_size);
+  KEEL_CHECK(n_layer > 0, "model.gpt.n_layer must be positive, got ", n_layer);
+  KEEL_CHECK(n_head > 0 && n_embd > 0 && n_embd % n_head == 0, "model.gpt.n_embd ", n_embd,
+             " must be a positive multiple of model.gpt.n_head ", n_head);
+  KEEL_CHECK(dropout >= 0 && dropout < 1, "model.gpt.dropout must be in [0, 1), got ", dropout);
+  KEEL_CHECK(init_std > 0, "model.gpt.init_std must be positive, got ", init_std);
 }
 
 Block::Block(const GptConfig& cfg, Generator& gen) {
@@ -51,7 +51,7 @@ GPT::GPT(const GptConfig& cfg, uint64_t seed) : cfg_(cfg) {
 Tensor GPT::hidden(const Tensor& ids) const {
   KEEL_CHECK(ids.dim() == 2, "GPT: expected token ids (B, T), got ", ids.describe());
   const int64_t T = ids.size(1);
-  KEEL_CHECK(T <= cfg_.block_size, "GPT: sequence length ", T, " exceeds model.block_size ",
+  KEEL_CHECK(T <= cfg_.block_size, "GPT: sequence length ", T, " exceeds model.gpt.block_size ",
              cfg_.block_size);
   Tensor pos = arange(0, double(T), 1, DType::I64, ids.device());  // (T)
   Tensor x = add(wte->forward(ids), wpe->forward(pos));            // (B, T, C)

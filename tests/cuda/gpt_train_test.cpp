@@ -33,23 +33,28 @@ class GpuTraining : public ::testing::Test {
 
   config::Config config(const std::vector<std::string>& sets) const {
     const std::string text =
-        "model { vocab_size: 256 padded_vocab_size: 256 block_size: 64 n_layer: 2 n_head: 2 "
-        "n_embd: 64 dropout: 0.0 }\n"
-        "data { train_files: '" + (dir_ / "train.bin").string() + "' val_files: '" +
-        (dir_ / "val.bin").string() + "' batch_size: 8 seq_len: 64 tokenizer: 'byte' }\n"
+        "model { gpt { vocab_size: 256 padded_vocab_size: 256 block_size: 64 n_layer: 2 "
+        "n_head: 2 n_embd: 64 dropout: 0.0 } }\n"
+        "data { shards { train_files: '" +
+        (dir_ / "train.bin").string() + "' val_files: '" + (dir_ / "val.bin").string() +
+        "' } batch_size: 8 seq_len: 64 tokenizer: 'byte' }\n"
         "optim { lr: 3e-3 }\n"
         "train { steps: 30 log_every: 10 seed: 5 }\n"
-        "checkpoint { dir: '" + (dir_ / "ckpt").string() + "' every: 0 }\n"
-        "logging { dir: '" + (dir_ / "logs").string() + "' jsonl: false tensorboard: false }\n";
+        "checkpoint { dir: '" +
+        (dir_ / "ckpt").string() +
+        "' every: 0 }\n"
+        "logging { dir: '" +
+        (dir_ / "logs").string() + "' jsonl: false tensorboard: false }\n";
     return trainer::parse_config(text, "gpu test", sets);
   }
 
   trainer::TrainResult run(const config::Config& cfg, trainer::TrainOptions opt = {},
                            nn::NamedTensors* final_state = nullptr) {
-    recipes::Recipe r = recipes::make_recipe(cfg, 256);
+    parallel::ParallelContext ctx(trainer::training_device(cfg.train().device()));
+    recipes::Recipe r = recipes::make_recipe(cfg, ctx);
     std::ostringstream log;
     opt.out = &log;
-    auto res = trainer::train(cfg, *r.module, r.loss, opt);
+    auto res = trainer::train(cfg, r, ctx, opt);
     if (final_state) {
       for (const auto& [name, t] : r.module->state_dict())
         final_state->emplace_back(name, t.to(Device::cpu()));
@@ -85,14 +90,14 @@ TEST_F(GpuTraining, Bf16StartsWithinRoundingAndLearns) {
 }
 
 TEST_F(GpuTraining, Fp16WithLossScalingLearns) {
-  auto res = run(config({"train.device=cuda", "train.precision=fp16",
-                         "train.initial_loss_scale=16777216"}));
+  auto res = run(
+      config({"train.device=cuda", "train.precision=fp16", "train.initial_loss_scale=16777216"}));
   EXPECT_GE(res.skipped_steps, 1);  // 2^24 overflows f16 at first
   EXPECT_LT(res.losses.back(), res.losses[0] - 1.0);
 }
 
 TEST_F(GpuTraining, ResumeIsBitExactAndCheckpointsLoadOnTheCpu) {
-  const std::vector<std::string> sets = {"train.device=cuda", "model.dropout=0.1",
+  const std::vector<std::string> sets = {"train.device=cuda", "model.gpt.dropout=0.1",
                                          "train.grad_accum=2", "train.steps=8"};
   nn::NamedTensors straight_state, resumed_state;
   auto straight = run(config(sets), {}, &straight_state);
@@ -113,13 +118,14 @@ TEST_F(GpuTraining, ResumeIsBitExactAndCheckpointsLoadOnTheCpu) {
         << straight_state[i].first;
 
   // The GPU checkpoint evaluates on the CPU to the GPU's validation loss.
-  recipes::Recipe r = recipes::make_recipe(config(sets), 256);
+  parallel::ParallelContext alone;
+  recipes::Recipe r = recipes::make_recipe(config(sets), alone);
   trainer::CheckpointData ck;
   ck.model = r.module->state_dict();
   trainer::load_checkpoint(part1.last_checkpoint, ck);
-  const double cpu_val = trainer::evaluate(config(sets), *r.module, r.loss, 2);
+  const double cpu_val = trainer::evaluate(config(sets), r, alone, 2);
   r.module->to(cuda_test::gpu());
-  const double gpu_val = trainer::evaluate(config(sets), *r.module, r.loss, 2);
+  const double gpu_val = trainer::evaluate(config(sets), r, alone, 2);
   EXPECT_NEAR(gpu_val, cpu_val, 1e-5 * cpu_val);
 }
 

@@ -79,10 +79,10 @@ TEST(Module, TrainEvalPropagates) {
 TEST(Module, BadConfigsAreRefusedByField) {
   auto c = tiny();
   c.n_head = 3;
-  EXPECT_KEEL_ERROR(gpt::GPT(c, 1), "model.n_embd", "model.n_head");
+  EXPECT_KEEL_ERROR(gpt::GPT(c, 1), "model.gpt.n_embd", "model.gpt.n_head");
   c = tiny();
   c.n_layer = 0;
-  EXPECT_KEEL_ERROR(gpt::GPT(c, 1), "model.n_layer");
+  EXPECT_KEEL_ERROR(gpt::GPT(c, 1), "model.gpt.n_layer");
   gpt::GPT m(tiny(), 1);
   EXPECT_KEEL_ERROR(m.forward(zeros({2, 17}, DType::I64)), "block_size");
   EXPECT_KEEL_ERROR(m.forward(zeros({17}, DType::I64)), "(B, T)");

@@ -36,6 +36,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/optim.h"
 #include "trainer/shard.h"
+#include "trainer/trainer.h"
 
 namespace keel {
 namespace {
@@ -66,11 +67,11 @@ class DataParallelTest : public ::testing::Test {
   // batch_size 8 divides by grad_accum (2) * dp (up to 4).
   config::Config config(const std::vector<std::string>& sets = {}) const {
     std::string text =
-        "model { vocab_size: 256 padded_vocab_size: 256 block_size: 16 n_layer: 2 n_head: 2 "
-        "n_embd: 16 dropout: 0 }\n"
-        "data { train_files: '" +
+        "model { gpt { vocab_size: 256 padded_vocab_size: 256 block_size: 16 n_layer: 2 "
+        "n_head: 2 n_embd: 16 dropout: 0 } }\n"
+        "data { shards { train_files: '" +
         (dir_ / "train.bin").string() + "' val_files: '" + (dir_ / "val.bin").string() +
-        "' batch_size: 8 seq_len: 16 tokenizer: 'byte' }\n"
+        "' } batch_size: 8 seq_len: 16 tokenizer: 'byte' }\n"
         "optim { lr: 3e-3 grad_clip: 0 }\n"
         "schedule { warmup_steps: 2 decay: 'cosine' }\n"
         "train { steps: 6 grad_accum: 1 log_every: 2 eval_every: 3 eval_batches: 2 seed: 5 }\n"
@@ -88,17 +89,32 @@ class DataParallelTest : public ::testing::Test {
     std::string log;
   };
 
+  // Trained by the ranks of `dp` as a data-parallel mesh, or (null) by
+  // this process alone.
   Run run(const config::Config& cfg, parallel::Communicator* dp,
           trainer::TrainOptions opt = {}) const {
-    recipes::Recipe r = recipes::make_recipe(cfg, 256);
+    const Device device = trainer::training_device(cfg.train().device());
+    std::unique_ptr<parallel::ParallelContext> ctx =
+        dp ? std::make_unique<parallel::ParallelContext>(*dp, parallel::MeshShape{dp->size()},
+                                                         device)
+           : std::make_unique<parallel::ParallelContext>(device);
+    recipes::Recipe r = recipes::make_recipe(cfg, *ctx);
     std::ostringstream log;
     opt.out = &log;
-    opt.dp = dp;
     Run out;
-    out.result = trainer::train(cfg, *r.module, r.loss, opt);
+    out.result = trainer::train(cfg, r, *ctx, opt);
     out.state = r.module->state_dict();
     out.log = log.str();
     return out;
+  }
+
+  // The model a config describes, built in this process alone.
+  recipes::Recipe make(const config::Config& cfg) const {
+    parallel::ParallelContext alone;
+    return recipes::make_recipe(cfg, alone);
+  }
+  static Tensor loss_of(const recipes::Recipe& r, const TokenBatch& b) {
+    return r.loss(trainer::Batch{{{"inputs", b.inputs}, {"targets", b.targets}}}).loss;
   }
 
   // Per-rank checkpoint directory, for runs that each rank does on its own.
@@ -146,8 +162,8 @@ TEST_F(DataParallelTest, AveragedGradientsEqualFullBatchGradients) {
   lo.dtype = DType::I64;
   TokenLoader full({(dir_ / "train.bin").string()}, lo);
   TokenBatch all = full.next();
-  recipes::Recipe serial = recipes::make_recipe(cfg, 256);
-  serial.loss(all.inputs, all.targets).backward();
+  recipes::Recipe serial = make(cfg);
+  loss_of(serial, all).backward();
   nn::NamedTensors ref = serial.module->named_parameters();
 
   for (auto mode : {parallel::GradReduction::AllReduce, parallel::GradReduction::ReduceScatter}) {
@@ -158,14 +174,14 @@ TEST_F(DataParallelTest, AveragedGradientsEqualFullBatchGradients) {
     TokenLoader mine({(dir_ / "train.bin").string()}, lo);
     TokenBatch b = mine.next();
     ASSERT_EQ(b.inputs.size(0), 8 / W_);
-    recipes::Recipe r = recipes::make_recipe(cfg, 256);
+    recipes::Recipe r = make(cfg);
     nn::NamedTensors params = r.module->named_parameters();
     parallel::GradientSync sync(params, *world_, {0.002, mode});  // ~500 floats per bucket
     if (!scatter) {
       EXPECT_GT(sync.num_buckets(), 4u);
     }
     sync.set_sync(true);
-    r.loss(b.inputs, b.targets).backward();
+    loss_of(r, b).backward();
     sync.finish();
     if (!scatter) {
       for (size_t i = 0; i < params.size(); ++i) {
@@ -271,8 +287,8 @@ TEST_F(DataParallelTest, TrainingMatchesSerial) {
 // (DropoutShardGuard), so dropout does not break parallel == serial.
 TEST_F(DataParallelTest, TrainingWithDropoutMatchesSerial) {
   NEED_SEVERAL_RANKS();
-  Run serial = run(config({"model.dropout=0.2"}), nullptr);
-  Run par = run(config({"model.dropout=0.2", dp_set(W_)}), world_.get());
+  Run serial = run(config({"model.gpt.dropout=0.2"}), nullptr);
+  Run par = run(config({"model.gpt.dropout=0.2", dp_set(W_)}), world_.get());
   expect_same_losses(par.result.losses, serial.result.losses, kLossRtol, "losses");
   expect_same_state(par.state, serial.state, "parameters after 6 steps");
   // And the masks matter: without dropout the losses differ.
@@ -287,11 +303,11 @@ TEST_F(DataParallelTest, TrainingOnGpusMatchesSerial) {
   NEED_SEVERAL_RANKS();
   if (cuda_device_count() < W_) GTEST_SKIP() << "needs one CUDA device per rank";
   const std::string gpu = "train.device=cuda";
-  Run serial = run(config({gpu, "model.dropout=0.2"}), nullptr);
-  Run par = run(config({gpu, "model.dropout=0.2", dp_set(W_)}), world_.get());
+  Run serial = run(config({gpu, "model.gpt.dropout=0.2"}), nullptr);
+  Run par = run(config({gpu, "model.gpt.dropout=0.2", dp_set(W_)}), world_.get());
   expect_same_losses(par.result.losses, serial.result.losses, kLossRtol, "losses");
   expect_same_state(par.state, serial.state, "parameters after 6 steps");
-  Run zero = run(config({gpu, "model.dropout=0.2", dp_set(W_), "parallel.zero_stage=1"}),
+  Run zero = run(config({gpu, "model.gpt.dropout=0.2", dp_set(W_), "parallel.zero_stage=1"}),
                  world_.get());
   expect_same_losses(zero.result.losses, serial.result.losses, kLossRtol, "ZeRO losses");
   expect_same_state(zero.state, serial.state, "ZeRO parameters after 6 steps");
@@ -334,7 +350,7 @@ TEST_F(DataParallelTest, ZeroStage1MatchesPlainDataParallel) {
   expect_same_state(zero.state, plain.state, "parameters after 6 steps");
 
   // The moments exist for this rank's shard only: memory / W.
-  recipes::Recipe r = recipes::make_recipe(config(), 256);
+  recipes::Recipe r = make(config());
   nn::NamedTensors params = r.module->named_parameters();
   parallel::GradientSync sync(params, *world_, {25.0, parallel::GradReduction::ReduceScatter});
   parallel::ShardedAdamW opt(sync, r.module->decayed_parameter_names(), {});
@@ -378,8 +394,8 @@ TEST_F(DataParallelTest, ClippingUsesTheGlobalNorm) {
   lo.dtype = DType::I64;
   TokenLoader full({(dir_ / "train.bin").string()}, lo);
   TokenBatch all = full.next();
-  recipes::Recipe serial_model = recipes::make_recipe(cfg, 256);
-  serial_model.loss(all.inputs, all.targets).backward();
+  recipes::Recipe serial_model = make(cfg);
+  loss_of(serial_model, all).backward();
   const double want = trainer::global_grad_norm(serial_model.module->named_parameters());
   EXPECT_GT(want, 0.05);
   lo.world = W_;
@@ -387,11 +403,11 @@ TEST_F(DataParallelTest, ClippingUsesTheGlobalNorm) {
   for (auto mode : {parallel::GradReduction::AllReduce, parallel::GradReduction::ReduceScatter}) {
     TokenLoader mine({(dir_ / "train.bin").string()}, lo);
     TokenBatch b = mine.next();
-    recipes::Recipe r = recipes::make_recipe(cfg, 256);
+    recipes::Recipe r = make(cfg);
     nn::NamedTensors params = r.module->named_parameters();
     parallel::GradientSync sync(params, *world_, {25.0, mode});
     sync.set_sync(true);
-    r.loss(b.inputs, b.targets).backward();
+    loss_of(r, b).backward();
     sync.finish();
     double norm = 0;
     if (mode == parallel::GradReduction::AllReduce) {
@@ -480,7 +496,7 @@ TEST_F(DataParallelTest, ResumeAutoAndFullMomentsInTheFile) {
   config::Config cfg = config({dp_set(W_), "parallel.zero_stage=1"});
   Run part1 = run(cfg, world_.get(), first);
   std::vector<trainer::TensorInfo> toc = trainer::list_checkpoint(part1.result.last_checkpoint);
-  recipes::Recipe r = recipes::make_recipe(cfg, 256);
+  recipes::Recipe r = make(cfg);
   for (const auto& [name, p] : r.module->named_parameters()) {
     bool found = false;
     for (const auto& t : toc)

@@ -1,5 +1,7 @@
 // The training loop: loss falls, resume is exact (bit for bit on CPU),
 // configs are refused by field, mismatched checkpoints are refused.
+#include "trainer/trainer.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -15,7 +17,6 @@
 #include "trainer/checkpoint.h"
 #include "trainer/optim.h"
 #include "trainer/shard.h"
-#include "trainer/trainer.h"
 
 namespace keel {
 namespace {
@@ -31,24 +32,29 @@ class TrainerTest : public ::testing::Test {
   }
 
   std::string config_text(const std::string& extra = "") const {
-    return "model { vocab_size: 256 padded_vocab_size: 256 block_size: 16 n_layer: 2 n_head: 2 "
-           "n_embd: 16 dropout: 0.1 }\n"
-           "data { train_files: '" + (dir_ / "train.bin").string() + "' val_files: '" +
-           (dir_ / "val.bin").string() + "' batch_size: 4 seq_len: 16 tokenizer: 'byte' }\n"
+    return "model { gpt { vocab_size: 256 padded_vocab_size: 256 block_size: 16 n_layer: 2 "
+           "n_head: 2 n_embd: 16 dropout: 0.1 } }\n"
+           "data { shards { train_files: '" +
+           (dir_ / "train.bin").string() + "' val_files: '" + (dir_ / "val.bin").string() +
+           "' } batch_size: 4 seq_len: 16 tokenizer: 'byte' }\n"
            "optim { lr: 3e-3 }\n"
            "schedule { warmup_steps: 2 decay: 'cosine' }\n"
            "train { steps: 8 grad_accum: 2 log_every: 2 eval_every: 4 eval_batches: 2 seed: 5 }\n"
-           "checkpoint { dir: '" + (dir_ / "ckpt").string() + "' every: 4 keep_last: 5 }\n"
-           "logging { dir: '" + (dir_ / "logs").string() + "' }\n" + extra;
+           "checkpoint { dir: '" +
+           (dir_ / "ckpt").string() +
+           "' every: 4 keep_last: 5 }\n"
+           "logging { dir: '" +
+           (dir_ / "logs").string() + "' }\n" + extra;
   }
 
   trainer::TrainResult run(const config::Config& cfg, const trainer::TrainOptions& opt,
                            nn::NamedTensors* final_state = nullptr) {
-    recipes::Recipe r = recipes::make_recipe(cfg, 256);
+    parallel::ParallelContext ctx;
+    recipes::Recipe r = recipes::make_recipe(cfg, ctx);
     std::ostringstream log;
     trainer::TrainOptions o = opt;
     o.out = &log;
-    auto res = trainer::train(cfg, *r.module, r.loss, o);
+    auto res = trainer::train(cfg, r, ctx, o);
     if (final_state) *final_state = r.module->state_dict();
     return res;
   }
@@ -94,7 +100,7 @@ TEST(LossScaler, StaticScaleNeverSkips) {
 }
 
 TEST_F(TrainerTest, Bf16StartsWhereFp32DoesAndLearns) {
-  const std::vector<std::string> sets = {"train.steps=40", "model.dropout=0",
+  const std::vector<std::string> sets = {"train.steps=40", "model.gpt.dropout=0",
                                          "checkpoint.every=0", "train.eval_every=0"};
   auto with = [&](const char* precision) {
     std::vector<std::string> s = sets;
@@ -119,11 +125,11 @@ TEST_F(TrainerTest, Fp16SkipsOverflowingStepsAndLearns) {
   // Scale 2^24 overflows f16 gradients (max 65504) at once (this model's
   // fit from about 2^18); the scaler must halve it, skipping those steps,
   // until they fit, then train normally.
-  config::Config cfg = trainer::parse_config(
-      config_text(), "test",
-      {"train.steps=40", "model.dropout=0", "checkpoint.every=0", "train.eval_every=0",
-       "train.precision=fp16", "train.initial_loss_scale=16777216",
-       "train.loss_scale_window=1000"});
+  config::Config cfg =
+      trainer::parse_config(config_text(), "test",
+                            {"train.steps=40", "model.gpt.dropout=0", "checkpoint.every=0",
+                             "train.eval_every=0", "train.precision=fp16",
+                             "train.initial_loss_scale=16777216", "train.loss_scale_window=1000"});
   auto res = run(cfg, {});
   ASSERT_EQ(res.losses.size(), 40u);
   EXPECT_GE(res.skipped_steps, 1);
@@ -151,13 +157,13 @@ TEST_F(TrainerTest, Fp16ResumedFromAnFp32CheckpointStartsAtTheInitialScale) {
   // An fp32 checkpoint carries no loss-scaler state (its saved scale is 1):
   // continuing it in fp16 must start at train.initial_loss_scale, which at
   // 2^24 overflows at once, not at 1, where f16 gradients would underflow.
-  config::Config fp32 = trainer::parse_config(config_text(), "test", {"model.dropout=0"});
+  config::Config fp32 = trainer::parse_config(config_text(), "test", {"model.gpt.dropout=0"});
   trainer::TrainOptions first;
   first.stop_after = 4;
   ASSERT_FALSE(run(fp32, first).last_checkpoint.empty());
   config::Config fp16 = trainer::parse_config(
       config_text(), "test",
-      {"model.dropout=0", "train.precision=fp16", "train.initial_loss_scale=16777216"});
+      {"model.gpt.dropout=0", "train.precision=fp16", "train.initial_loss_scale=16777216"});
   trainer::TrainOptions second;
   second.resume = "auto";
   auto res = run(fp16, second);
@@ -217,7 +223,7 @@ TEST_F(TrainerTest, ResumeIsBitExact) { expect_exact_resume(*this, {}); }
 
 TEST_F(TrainerTest, LossFallsAndMetricsAreWritten) {
   config::Config cfg = trainer::parse_config(
-      config_text(), "test", {"train.steps=40", "model.dropout=0", "checkpoint.every=0"});
+      config_text(), "test", {"train.steps=40", "model.gpt.dropout=0", "checkpoint.every=0"});
   auto res = run(cfg, {});
   ASSERT_EQ(res.losses.size(), 40u);
   double first = (res.losses[0] + res.losses[1]) / 2, last = (res.losses[38] + res.losses[39]) / 2;
@@ -235,13 +241,14 @@ TEST_F(TrainerTest, LossFallsAndMetricsAreWritten) {
 TEST_F(TrainerTest, ResumingIntoADifferentModelIsRefused) {
   config::Config cfg = trainer::parse_config(config_text(), "test", {"train.steps=4"});
   run(cfg, {});
-  config::Config wider = trainer::parse_config(config_text(), "test",
-                                               {"train.steps=8", "model.n_embd=32"});
+  config::Config wider =
+      trainer::parse_config(config_text(), "test", {"train.steps=8", "model.gpt.n_embd=32"});
   trainer::TrainOptions opt;
   opt.resume = "auto";
   EXPECT_KEEL_ERROR(run(wider, opt), "wte.weight", "(256, 16)", "(256, 32)");
   // The checkpoint the refused run found is still there and loadable.
-  EXPECT_TRUE(trainer::is_complete_checkpoint(trainer::latest_checkpoint((dir_ / "ckpt").string())));
+  EXPECT_TRUE(
+      trainer::is_complete_checkpoint(trainer::latest_checkpoint((dir_ / "ckpt").string())));
 }
 
 TEST_F(TrainerTest, ShardsOfAnotherTokenizerAreRefused) {
@@ -250,18 +257,20 @@ TEST_F(TrainerTest, ShardsOfAnotherTokenizerAreRefused) {
 }
 
 TEST(Config, ParseErrorsNameFileAndLine) {
-  EXPECT_KEEL_ERROR(trainer::parse_config("model { n_layer: 2 }\noptim { lrr: 1 }", "cfg.pbtxt"),
-                    "cfg.pbtxt:2", "lrr");
-  EXPECT_KEEL_ERROR(trainer::parse_config("model { n_layer: 'x' }", "c.pbtxt"), "c.pbtxt:1");
+  EXPECT_KEEL_ERROR(
+      trainer::parse_config("model { gpt { n_layer: 2 } }\noptim { lrr: 1 }", "cfg.pbtxt"),
+      "cfg.pbtxt:2", "lrr");
+  EXPECT_KEEL_ERROR(trainer::parse_config("model { gpt { n_layer: 'x' } }", "c.pbtxt"),
+                    "c.pbtxt:1");
   EXPECT_KEEL_ERROR(trainer::load_config("/nonexistent/keel.pbtxt"), "/nonexistent/keel.pbtxt");
 }
 
 TEST(Config, OverridesAreCheckedByField) {
   config::Config c = trainer::parse_config("optim { lr: 1e-3 }", "t", {"optim.lr=3e-4"});
   EXPECT_DOUBLE_EQ(c.optim().lr(), 3e-4);
-  c = trainer::parse_config("", "t", {"data.train_files=a.bin,b.bin", "train.device=cpu"});
-  ASSERT_EQ(c.data().train_files_size(), 2);
-  EXPECT_EQ(c.data().train_files(1), "b.bin");
+  c = trainer::parse_config("", "t", {"data.shards.train_files=a.bin,b.bin", "train.device=cpu"});
+  ASSERT_EQ(c.data().shards().train_files_size(), 2);
+  EXPECT_EQ(c.data().shards().train_files(1), "b.bin");
   EXPECT_KEEL_ERROR(trainer::parse_config("", "t", {"optim.lrr=1"}), "optim.lrr");
   EXPECT_KEEL_ERROR(trainer::parse_config("", "t", {"optim.lr=fast"}), "optim.lr", "fast");
   EXPECT_KEEL_ERROR(trainer::parse_config("", "t", {"optim=1"}), "optim", "section");
@@ -271,14 +280,14 @@ TEST(Config, OverridesAreCheckedByField) {
 TEST_F(TrainerTest, MissingAndBadFieldsAreRefusedByName) {
   auto expect_refused = [&](const std::vector<std::string>& sets, const char* field) {
     config::Config c = trainer::parse_config(config_text(), "t", sets);
-    EXPECT_KEEL_ERROR(trainer::validate_config(c), field);
+    EXPECT_KEEL_ERROR(recipes::validate_config(c), field);
   };
   expect_refused({"optim.lr=-1"}, "optim.lr");
   expect_refused({"optim.beta2=1.5"}, "optim.beta2");
   expect_refused({"schedule.decay=step"}, "schedule.decay");
   expect_refused({"data.seq_len=17"}, "data.seq_len");
   expect_refused({"data.batch_size=3"}, "data.batch_size");
-  expect_refused({"model.n_head=3"}, "model.n_embd");
+  expect_refused({"model.gpt.n_head=3"}, "model.gpt.n_embd");
   expect_refused({"parallel.tp=2"}, "parallel");
   expect_refused({"train.grad_accum=0"}, "train.grad_accum");
   expect_refused({"train.device=gpu"}, "train.device");
@@ -286,8 +295,44 @@ TEST_F(TrainerTest, MissingAndBadFieldsAreRefusedByName) {
   expect_refused({"train.precision=fp8"}, "train.precision");
   expect_refused({"train.min_loss_scale=0"}, "train.min_loss_scale");
   expect_refused({"train.loss_scale_window=0"}, "train.loss_scale_window");
-  config::Config missing = trainer::parse_config("model { n_layer: 1 }", "t");
-  EXPECT_KEEL_ERROR(trainer::validate_config(missing), "model.block_size", "missing");
+  config::Config missing = trainer::parse_config(config_text(), "t");
+  missing.mutable_model()->mutable_gpt()->clear_block_size();
+  EXPECT_KEEL_ERROR(recipes::validate_config(missing), "model.gpt.block_size", "missing");
+  config::Config no_family = trainer::parse_config(config_text(), "t");
+  no_family.mutable_model()->clear_family();
+  EXPECT_KEEL_ERROR(recipes::validate_config(no_family), "model has no family section", "gpt");
+  config::Config no_source = trainer::parse_config(config_text(), "t");
+  no_source.mutable_data()->clear_source();
+  EXPECT_KEEL_ERROR(recipes::validate_config(no_source), "data has no source", "shards");
+}
+
+// A config in the flat, GPT-only layout of before the family sections gets
+// told where each field lives now, in the file and on the command line.
+TEST(Config, FieldsOfTheOldLayoutSayWhereTheyMoved) {
+  EXPECT_KEEL_ERROR(trainer::parse_config("model {\n  n_head: 2 }", "old.pbtxt"), "old.pbtxt:2",
+                    "n_head", "model { gpt { n_head: ... } }");
+  EXPECT_KEEL_ERROR(trainer::parse_config("model { family: 'gpt' }", "old.pbtxt"), "family",
+                    "model { gpt { ... } }");
+  EXPECT_KEEL_ERROR(trainer::parse_config("data { train_files: 'a.bin' }", "old.pbtxt"),
+                    "train_files", "data { shards { train_files: ... } }");
+  EXPECT_KEEL_ERROR(trainer::parse_config("", "t", {"model.n_embd=32"}), "model.n_embd",
+                    "--set model.gpt.n_embd");
+  EXPECT_KEEL_ERROR(trainer::parse_config("", "t", {"data.val_files=v.bin"}), "data.val_files",
+                    "--set data.shards.val_files");
+  // A field that never existed gets no hint.
+  EXPECT_KEEL_ERROR(trainer::parse_config("", "t", {"model.n_blocks=3"}), "model.n_blocks");
+}
+
+// Every shipped config parses and validates (tiny and small train in the
+// tests and the quickstart; gpt2_124m is checked here).
+TEST(Config, ShippedConfigsValidate) {
+  for (const char* name : {"tiny", "small", "gpt2_124m"}) {
+    const std::string path =
+        std::string(KEEL_SOURCE_DIR) + "/recipes/gpt/configs/" + name + ".pbtxt";
+    config::Config c = trainer::load_config(path);
+    EXPECT_NO_THROW(recipes::validate_config(c)) << path;
+    EXPECT_EQ(recipes::family_of(c).name, std::string("gpt")) << path;
+  }
 }
 
 }  // namespace
