@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "autograd/autograd.h"
+#include "kernels/dropout.h"
 
 namespace keel {
 
@@ -101,14 +102,25 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
                      double label_smoothing = 0.0);
 
 // ---- dropout (autograd/dropout.cpp): mask from the Philox stream ----
-Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
-Tensor dropout(const Tensor& x, double p, bool training);  // default generator
+// Element at coordinates c of x draws the uniform of its row-major index in
+// the logical tensor, Σ_d (start_d + c_d) · logical_stride_d, where `box`
+// (kernels/dropout.h) gives the logical shape and x's start (empty: x is
+// all of it). A shard of any layout (batch, sequence, heads, channels) that
+// passes its box draws exactly its part of the unsharded mask. The box is
+// x's place in this data-parallel rank's tensor: a DropoutShardGuard (below)
+// then places that tensor on dim 0 of the serial batch.
+using kernels::DropoutBox;
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen, const DropoutBox& box);
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);  // the whole tensor
+Tensor dropout(const Tensor& x, double p, bool training);  // default generator, whole tensor
 
 // While alive on this thread, dropout draws its mask as shard `index` of
-// `count` equal shards of a tensor `count` times larger: element i of x is
-// element index * numel(x) + i of the serial tensor. A data-parallel rank
-// that holds rows [r*n, (r+1)*n) of the serial batch thereby draws exactly
-// the serial run's mask for every batch-leading activation.
+// `count` equal shards along dim 0 of a tensor `count` times larger: the
+// box's logical dim 0 is multiplied by count and its start moved by index
+// times the local logical dim 0. Without a box element i of x is element
+// index * numel(x) + i of the serial tensor. A data-parallel rank that holds
+// rows [r*n, (r+1)*n) of the serial batch thereby draws exactly the serial
+// run's mask for every batch-leading activation.
 class DropoutShardGuard {
  public:
   DropoutShardGuard(int64_t index, int64_t count);
@@ -125,6 +137,12 @@ class DropoutShardGuard {
 // scale defaults to 1/sqrt(D) when <= 0.
 std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     bool causal, double scale = 0.0);
+// The same attention formed from matmul, softmax and dropout, with dropout
+// (p, training, gen) on the probabilities (B, H, Tq, Tk), which it
+// materialises: the path for attention dropout, which the fused op lacks.
+// Same layout, causal alignment and scale; returns out (B, H, Tq, D).
+Tensor attention_unfused(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                         double scale, double dropout_p, bool training, Generator& gen);
 
 // ---- depthwise causal conv1d (autograd/conv1d.cpp) ----
 // x (B, C, T), weight (C, K), bias (C) or undefined:

@@ -17,7 +17,8 @@
 // tensor cores (P and dS are rounded to the input dtype before their
 // products, as in FlashAttention-2); f32 and other D up to 256 run a slower
 // f32 kernel; larger D is refused. The CUDA tiles are fixed, so
-// AttentionBlocks only steer the CPU path. There is no attention dropout.
+// AttentionBlocks only steer the CPU path. There is no attention dropout:
+// autograd's attention_unfused forms the probabilities for it.
 #pragma once
 
 #include <utility>

@@ -9,6 +9,7 @@ CausalSelfAttention::CausalSelfAttention(int64_t dim, int64_t heads, bool bias, 
              " is not divisible by the head count ", heads);
   qkv = register_module("qkv", std::make_shared<Linear>(dim, 3 * dim, bias, gen, init_std));
   proj = register_module("proj", std::make_shared<Linear>(dim, dim, bias, gen, proj_init_std));
+  attn_dropout = register_module("attn_dropout", std::make_shared<Dropout>(dropout_p));
   resid_dropout = register_module("resid_dropout", std::make_shared<Dropout>(dropout_p));
 }
 
@@ -21,7 +22,16 @@ Tensor CausalSelfAttention::forward(const Tensor& x) const {
   auto heads = [&](const Tensor& t) {  // (B, T, C) -> (B, H, T, D), a view
     return transpose(reshape(t, {B, T, H, D}), 1, 2);
   };
-  auto [y, lse] = attention(heads(parts[0]), heads(parts[1]), heads(parts[2]), /*causal=*/true);
+  const Tensor q = heads(parts[0]), k = heads(parts[1]), v = heads(parts[2]);  // (B, H, T, D)
+  // The fused op has no dropout. The unfused one draws the probabilities'
+  // mask from the default generator, as the Dropout modules do, so
+  // checkpointed blocks replay it.
+  Tensor y;  // (B, H, T, D)
+  if (attn_dropout->active())
+    y = attention_unfused(q, k, v, /*causal=*/true, /*scale=*/0.0, attn_dropout->p(),
+                          /*training=*/true, default_generator());
+  else
+    y = attention(q, k, v, /*causal=*/true).first;
   Tensor merged = reshape(contiguous(transpose(y, 1, 2)), {B, T, dim_});  // (B, T, C)
   return resid_dropout->forward(proj->forward(merged));
 }

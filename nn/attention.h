@@ -1,5 +1,9 @@
 // Causal self-attention on the fused attention op: one QKV projection,
-// heads split by views (no copies until the kernel), output projection.
+// heads split by views (no copies until the kernel), output projection, and
+// GPT-2's two dropouts: on the attention probabilities (attn_dropout) and on
+// the output (resid_dropout). The fused op has no dropout, so while
+// attn_dropout is active (training, p > 0) the attention is formed unfused
+// (attention_unfused, which materialises the (B, H, T, T) probabilities).
 #pragma once
 
 #include "nn/layers.h"
@@ -13,7 +17,7 @@ class CausalSelfAttention : public Module {
   // x (B, T, C) -> (B, T, C)
   Tensor forward(const Tensor& x) const;
   std::shared_ptr<Linear> qkv, proj;
-  std::shared_ptr<Dropout> resid_dropout;
+  std::shared_ptr<Dropout> attn_dropout, resid_dropout;
 
  private:
   int64_t dim_, heads_;

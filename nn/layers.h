@@ -56,18 +56,26 @@ class Dropout : public Module {
  public:
   explicit Dropout(double p) : p_(p) {}
   Tensor forward(const Tensor& x) const { return dropout(x, p_, is_training()); }
+  // Whether forward draws a mask (training with p > 0) rather than passing x
+  // through: lets a caller pick a path that has room for the mask.
+  bool active() const { return is_training() && p_ > 0.0; }
+  double p() const { return p_; }
 
  private:
   double p_;
 };
 
-// fc (C -> hidden), GELU (tanh approximation, as GPT-2), proj (hidden -> C).
+// fc (C -> hidden), GELU (tanh approximation, as GPT-2), proj (hidden -> C),
+// then dropout on the residual branch (GPT-2's, p = dropout_p).
 class MLP : public Module {
  public:
-  MLP(int64_t dim, int64_t hidden, bool bias, Generator& gen, double init_std,
-      double proj_init_std);
-  Tensor forward(const Tensor& x) const { return proj->forward(gelu_tanh(fc->forward(x))); }
+  MLP(int64_t dim, int64_t hidden, bool bias, Generator& gen, double init_std, double proj_init_std,
+      double dropout_p = 0.0);
+  Tensor forward(const Tensor& x) const {
+    return resid_dropout->forward(proj->forward(gelu_tanh(fc->forward(x))));
+  }
   std::shared_ptr<Linear> fc, proj;
+  std::shared_ptr<Dropout> resid_dropout;
 };
 
 }  // namespace keel::nn

@@ -27,8 +27,8 @@ Block::Block(const GptConfig& cfg, Generator& gen) {
                                      cfg.n_embd, cfg.n_head, cfg.bias, cfg.dropout, gen,
                                      cfg.init_std, proj_std));
   ln_2 = register_module("ln_2", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.bias));
-  mlp = register_module("mlp", std::make_shared<nn::MLP>(cfg.n_embd, 4 * cfg.n_embd, cfg.bias,
-                                                         gen, cfg.init_std, proj_std));
+  mlp = register_module("mlp", std::make_shared<nn::MLP>(cfg.n_embd, 4 * cfg.n_embd, cfg.bias, gen,
+                                                         cfg.init_std, proj_std, cfg.dropout));
 }
 
 Tensor Block::forward(const Tensor& x) const {
@@ -43,6 +43,7 @@ GPT::GPT(const GptConfig& cfg, uint64_t seed) : cfg_(cfg) {
                                                                gen, cfg_.init_std));
   wpe = register_module("wpe", std::make_shared<nn::Embedding>(cfg_.block_size, cfg_.n_embd,
                                                                gen, cfg_.init_std));
+  drop = register_module("drop", std::make_shared<nn::Dropout>(cfg_.dropout));
   blocks = register_module("blocks", std::make_shared<nn::ModuleList<Block>>());
   for (int64_t l = 0; l < cfg_.n_layer; ++l) blocks->push_back(std::make_shared<Block>(cfg_, gen));
   ln_f = register_module("ln_f", std::make_shared<nn::LayerNorm>(cfg_.n_embd, cfg_.bias));
@@ -54,7 +55,7 @@ Tensor GPT::hidden(const Tensor& ids) const {
   KEEL_CHECK(T <= cfg_.block_size, "GPT: sequence length ", T, " exceeds model.gpt.block_size ",
              cfg_.block_size);
   Tensor pos = arange(0, double(T), 1, DType::I64, ids.device());  // (T)
-  Tensor x = add(wte->forward(ids), wpe->forward(pos));            // (B, T, C)
+  Tensor x = drop->forward(add(wte->forward(ids), wpe->forward(pos)));  // (B, T, C)
   for (const auto& block : *blocks) {
     if (cfg_.checkpoint_activations && is_training()) {
       const Block* b = block.get();

@@ -1,6 +1,9 @@
 // The GPT recipe: GPT-2's architecture (learned positions, pre-LN blocks,
 // GELU-tanh MLP, input and output embeddings tied, residual projections
-// initialised with std 0.02 / sqrt(2 L)) at any size.
+// initialised with std 0.02 / sqrt(2 L)) at any size. model.dropout acts
+// where GPT-2's does: on the embeddings (drop), the attention probabilities
+// (attn.attn_dropout), and both residual branches (attn.resid_dropout,
+// mlp.resid_dropout).
 #pragma once
 
 #include <string>
@@ -46,6 +49,7 @@ class GPT : public nn::Module {
   const GptConfig& config() const { return cfg_; }
 
   std::shared_ptr<nn::Embedding> wte, wpe;
+  std::shared_ptr<nn::Dropout> drop;  // on wte + wpe
   std::shared_ptr<nn::ModuleList<Block>> blocks;
   std::shared_ptr<nn::LayerNorm> ln_f;
 

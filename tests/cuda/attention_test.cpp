@@ -453,5 +453,26 @@ TEST(CudaAttention, UnsupportedHeadDimIsAnError) {
                     "attention", "expected tensors on");
 }
 
+// attention_unfused on the GPU (matmul, softmax, dropout kernels) against
+// the CPU's, with dropout on the probabilities: the same mask, forward and
+// gradients within f32 summation-order tolerance.
+TEST(CudaAttentionUnfused, DropoutMatchesCpu) {
+  KEEL_SKIP_WITHOUT_CUDA();
+  auto [q, qg] = cuda_test::leaf_pair({2, 3, 33, 16}, 4100, -1.5, 1.5);
+  auto [k, kg] = cuda_test::leaf_pair({2, 3, 33, 16}, 4101, -1.5, 1.5);
+  auto [v, vg] = cuda_test::leaf_pair({2, 3, 33, 16}, 4102);
+  Generator gc(7), gg(7);
+  Tensor y = attention_unfused(q, k, v, true, 0.0, 0.2, true, gc);
+  Tensor yg = attention_unfused(qg, kg, vg, true, 0.0, 0.2, true, gg);
+  expect_close(yg, y, cuda_test::tol_for(DType::F32), "attention_unfused out");
+  Tensor dout = testing::uniform({2, 3, 33, 16}, 4103);
+  y.backward(dout);
+  yg.backward(to_gpu(dout));
+  const cuda_test::Tol tol = cuda_test::tol_for_sums(DType::F32, 1e-5);
+  expect_close(qg.grad(), q.grad(), tol, "attention_unfused dq");
+  expect_close(kg.grad(), k.grad(), tol, "attention_unfused dk");
+  expect_close(vg.grad(), v.grad(), tol, "attention_unfused dv");
+}
+
 }  // namespace
 }  // namespace keel

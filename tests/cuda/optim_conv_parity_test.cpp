@@ -1,4 +1,5 @@
-// CUDA against CPU: dropout masks (identical, from the same Philox stream),
+// CUDA against CPU: dropout masks (identical, from the same Philox stream,
+// for whole tensors and for shards addressed by a box),
 // fused AdamW (single tensor and multi-tensor, mixed dtypes, chunk
 // boundaries, misaligned tensors), sum of squares, and the depthwise causal
 // conv1d forward and backward (strided inputs, K above and below T, more
@@ -59,6 +60,51 @@ TEST(CudaDropout, AutogradMasksAndGradientsMatchCpu) {
   loss.backward();
   loss_g.backward();
   expect_equal(xg.grad(), x.grad(), "dropout gradient");
+}
+
+// Boxes: a GPU shard (a strided narrow() view) along each dim, a tile, and
+// the many-row case equal the CPU's draw of the same box and the whole
+// tensor's slice, bit for bit, forward and backward.
+TEST(CudaDropout, BoxesMatchTheCpuAndTheWholeTensorsSlice) {
+  KEEL_SKIP_WITHOUT_CUDA();
+  struct Case {
+    Shape shape;
+    int64_t dim, count;
+  };
+  // (B, T, C) with dims not multiples of 4; (B, H, T, T) by heads; and a
+  // channel shard with many short runs (runs of 3).
+  const Case cases[] = {{{4, 6, 10}, 0, 2},
+                        {{4, 6, 10}, 1, 2},
+                        {{4, 6, 10}, 2, 2},
+                        {{2, 4, 5, 5}, 1, 4},
+                        {{64, 33, 12}, 2, 4}};
+  for (DType dt : {DType::F32, DType::BF16}) {
+    for (const Case& c : cases) {
+      const std::string what =
+          shape_str(c.shape) + " dim " + std::to_string(c.dim) + " " + dtype_name(dt);
+      Tensor x = testing::uniform(c.shape, 3002, 0.5, 1.5, dt);
+      Tensor whole = kernels::dropout(x, 0.4, 11, 3),
+             whole_b = kernels::dropout_backward(x, 0.4, 11, 3);
+      const int64_t n = c.shape[size_t(c.dim)] / c.count;
+      for (int64_t k = 0; k < c.count; ++k) {
+        std::vector<int64_t> start(c.shape.size(), 0);
+        start[size_t(c.dim)] = k * n;
+        const kernels::DropoutBox box{c.shape, start};
+        Tensor part = x.narrow(c.dim, k * n, n);
+        poison_device_memory();
+        Tensor got = kernels::dropout(to_gpu(x).narrow(c.dim, k * n, n), 0.4, 11, 3, box);
+        expect_equal(got, kernels::dropout(part, 0.4, 11, 3, box), "box " + what);
+        expect_equal(got, whole.narrow(c.dim, k * n, n).contiguous(), "box slice " + what);
+        expect_equal(kernels::dropout_backward(to_gpu(part.contiguous()), 0.4, 11, 3, box),
+                     whole_b.narrow(c.dim, k * n, n).contiguous(), "box backward " + what);
+      }
+    }
+  }
+  // A tile in two dims.
+  Tensor x = testing::uniform({3, 8, 10}, 3003, 0.5, 1.5);
+  const kernels::DropoutBox box{{3, 8, 10}, {0, 2, 5}};
+  expect_equal(kernels::dropout(to_gpu(x).narrow(1, 2, 4).narrow(2, 5, 5), 0.5, 21, 2, box),
+               kernels::dropout(x.narrow(1, 2, 4).narrow(2, 5, 5), 0.5, 21, 2, box), "tile");
 }
 
 kernels::AdamWStep make_step(int64_t step) {

@@ -3,6 +3,8 @@
 // output), over sequence lengths that are and are not multiples of the block,
 // shorter than a block, several head dims and block sizes, causal or not,
 // strided and half-precision inputs; the ring-attention merge; bad inputs.
+// attention_unfused: equal to the fused op without dropout, and with dropout
+// on the probabilities against the reference with the same mask.
 #include "kernels/attention.h"
 
 #include <gtest/gtest.h>
@@ -28,9 +30,12 @@ struct Dims {
 
 // out (B, H, Tq, D) and lse (B, H, Tq) of softmax(q k^T * scale + mask) v in
 // float64, the whole score row at once. Causal: query i sees keys
-// j <= i + (Tk - Tq), the ends of the two sequences aligned.
+// j <= i + (Tk - Tq), the ends of the two sequences aligned. prob_scale, if
+// given (B, H, Tq, Tk), multiplies the probabilities before v (a dropout
+// mask); lse is unaffected.
 void naive_attention(const Doubles& q, const Doubles& k, const Doubles& v, const Dims& s,
-                     bool causal, double scale, Doubles* out, Doubles* lse) {
+                     bool causal, double scale, Doubles* out, Doubles* lse,
+                     const Doubles* prob_scale = nullptr) {
   const int64_t B = s.B, H = s.H, Tq = s.Tq, Tk = s.Tk, D = s.D;
   out->assign(size_t(B * H * Tq * D), 0.0);
   lse->assign(size_t(B * H * Tq), 0.0);
@@ -51,7 +56,8 @@ void naive_attention(const Doubles& q, const Doubles& k, const Doubles& v, const
       (*lse)[size_t(bh * Tq + i)] = mx + std::log(sum);
       double* oi = out->data() + (bh * Tq + i) * D;
       for (int64_t j = 0; j < Tk; ++j) {
-        const double pj = row[size_t(j)] / sum;
+        const double pj = row[size_t(j)] / sum *
+                          (prob_scale ? (*prob_scale)[size_t((bh * Tq + i) * Tk + j)] : 1.0);
         const double* vj = v.data() + (bh * Tk + j) * D;
         for (int64_t d = 0; d < D; ++d) oi[d] += pj * vj[d];
       }
@@ -430,6 +436,92 @@ TEST(Attention, BadInputsNameShapes) {
   Tensor acc16 = zeros({1, 2, 8, 4}, DType::BF16);
   EXPECT_KEEL_ERROR(kernels::attention_merge_(acc16, acc_lse, out, lse), "attention_merge_", "f32",
                     "bf16");
+}
+
+// Without dropout (eval, or p = 0) the unfused composition is the fused op
+// up to f32 summation order, forward and backward; against the reference too.
+TEST(AttentionUnfused, WithoutDropoutEqualsFusedAttention) {
+  for (bool causal : {false, true})
+    for (const Dims& s : {Dims{2, 3, 7, 7, 4}, Dims{1, 2, 5, 12, 4}}) {
+      SCOPED_TRACE(::testing::Message() << "causal=" << causal << " Tq=" << s.Tq << " Tk=" << s.Tk);
+      Tensor q = leaf({s.B, s.H, s.Tq, s.D}, 31, -1.5, 1.5);
+      Tensor k = leaf({s.B, s.H, s.Tk, s.D}, 32, -1.5, 1.5);
+      Tensor v = leaf({s.B, s.H, s.Tk, s.D}, 33);
+      Tensor dout = testing::uniform({s.B, s.H, s.Tq, s.D}, 34);
+      Generator gen(1);
+      std::vector<Doubles> grads[2];
+      Tensor outs[2];
+      for (int path = 0; path < 2; ++path) {
+        for (Tensor* t : {&q, &k, &v}) t->set_grad(Tensor());
+        outs[path] = path == 0 ? attention(q, k, v, causal).first
+                               : attention_unfused(q, k, v, causal, 0.0, 0.3, false, gen);
+        outs[path].backward(dout);
+        for (Tensor* t : {&q, &k, &v}) grads[path].push_back(testing::to_doubles(t->grad()));
+      }
+      // f32 sums in a different order (blocked online softmax vs whole rows).
+      EXPECT_TRUE(testing::all_close(testing::to_doubles(outs[1]), testing::to_doubles(outs[0]),
+                                     2e-5, 2e-6));
+      for (int i = 0; i < 3; ++i)
+        EXPECT_TRUE(testing::all_close(grads[1][size_t(i)], grads[0][size_t(i)], 1e-4, 1e-5))
+            << "grad " << i;
+      EXPECT_EQ(gen.offset(), 0u);  // eval draws no mask
+      // p = 0 in training is the same attention.
+      EXPECT_EQ(testing::to_doubles(attention_unfused(q, k, v, causal, 0.0, 0.0, true, gen)),
+                testing::to_doubles(attention_unfused(q, k, v, causal, 0.0, 0.3, false, gen)));
+      check_op(
+          [&](const std::vector<Tensor>& in) {
+            return attention_unfused(in[0], in[1], in[2], causal, 0.7, 0.0, true, gen);
+          },
+          [&](const std::vector<Doubles>& in) {
+            Doubles out, lse;
+            naive_attention(in[0], in[1], in[2], s, causal, 0.7, &out, &lse);
+            return out;
+          },
+          {q, k, v}, attention_tolerance());
+    }
+}
+
+// With dropout, the probabilities (B, H, Tq, Tk) are masked by the Philox
+// stream at the generator's (seed, offset); forward and the gradients of
+// q, k, v (finite differences of the reference with that fixed mask).
+TEST(AttentionUnfused, DropoutOnProbabilitiesMatchesReferenceWithItsMask) {
+  const double p = 0.3;
+  for (bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "causal" : "bidirectional");
+    const Dims s{2, 2, 6, 6, 3};
+    Tensor q = leaf({s.B, s.H, s.Tq, s.D}, 41, -1.5, 1.5);
+    Tensor k = leaf({s.B, s.H, s.Tk, s.D}, 42, -1.5, 1.5);
+    Tensor v = leaf({s.B, s.H, s.Tk, s.D}, 43);
+    Doubles mask(size_t(s.B * s.H * s.Tq * s.Tk));
+    for (size_t i = 0; i < mask.size(); ++i)
+      mask[i] = philox_uniform_at(5, 2, i) > p ? 1.0 / (1.0 - p) : 0.0;
+    Tensor out = check_op(
+        [&](const std::vector<Tensor>& in) {
+          Generator gen;
+          gen.set_state(5, 2);
+          return attention_unfused(in[0], in[1], in[2], causal, 0.0, p, true, gen);
+        },
+        [&](const std::vector<Doubles>& in) {
+          Doubles o, lse;
+          naive_attention(in[0], in[1], in[2], s, causal, default_scale(s), &o, &lse, &mask);
+          return o;
+        },
+        {q, k, v}, attention_tolerance());
+    // The mask matters: the output is not the eval output.
+    EXPECT_NE(testing::to_doubles(out), testing::to_doubles(attention(q, k, v, causal).first));
+  }
+}
+
+TEST(AttentionUnfused, BadInputsNameShapes) {
+  Tensor q = zeros({1, 2, 8, 4});
+  Generator gen(1);
+  EXPECT_KEEL_ERROR(
+      attention_unfused(q, zeros({1, 2, 8, 5}), zeros({1, 2, 8, 5}), false, 0.0, 0.1, true, gen),
+      "attention_unfused", "(1, 2, 8, 4)", "(1, 2, 8, 5)");
+  EXPECT_KEEL_ERROR(
+      attention_unfused(q, zeros({1, 2, 4, 4}), zeros({1, 2, 4, 4}), true, 0.0, 0.1, true, gen),
+      "attention_unfused", "Tq <= Tk");
+  EXPECT_KEEL_ERROR(attention_unfused(q, q, q, true, 0.0, 1.0, true, gen), "dropout", "[0, 1)");
 }
 
 }  // namespace

@@ -5,19 +5,12 @@
 #include "nn/layers.h"
 #include "recipes/gpt/gpt.h"
 #include "tests/testing/gradcheck.h"
+#include "tests/testing/tiny_gpt.h"
 
 namespace keel {
 namespace {
 
-gpt::GptConfig tiny() {
-  gpt::GptConfig c;
-  c.vocab_size = 50;
-  c.block_size = 16;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_embd = 8;
-  return c;
-}
+gpt::GptConfig tiny() { return testing::tiny_gpt_config(); }
 
 TEST(Module, DottedNamesInRegistrationOrder) {
   gpt::GPT model(tiny(), 1);
