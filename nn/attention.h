@@ -12,8 +12,11 @@ namespace keel::nn {
 
 class CausalSelfAttention : public Module {
  public:
+  // The attention probabilities' dropout draws from rng.model_parallel
+  // (heads are what tensor parallelism shards), the output's from
+  // rng.replicated.
   CausalSelfAttention(int64_t dim, int64_t heads, bool bias, double dropout_p, Generator& gen,
-                      double init_std, double proj_init_std);
+                      double init_std, double proj_init_std, const DropoutStreams& rng = {});
   // x (B, T, C) -> (B, T, C)
   Tensor forward(const Tensor& x) const;
   std::shared_ptr<Linear> qkv, proj;

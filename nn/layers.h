@@ -52,10 +52,20 @@ class RMSNorm : public Module {
 };
 
 // Draws its mask from the default generator, so checkpointed blocks replay it.
+// The generators a model's dropouts draw from: the context's streams
+// (parallel::ParallelContext::rng) for the replicated and the model-parallel
+// regions. Null: the process default generator (models built outside a
+// trainer, in tests).
+struct DropoutStreams {
+  Generator* replicated = nullptr;
+  Generator* model_parallel = nullptr;
+};
+
 class Dropout : public Module {
  public:
-  explicit Dropout(double p) : p_(p) {}
-  Tensor forward(const Tensor& x) const { return dropout(x, p_, is_training()); }
+  explicit Dropout(double p, Generator* gen = nullptr) : p_(p), gen_(gen) {}
+  Tensor forward(const Tensor& x) const { return dropout(x, p_, is_training(), generator()); }
+  Generator& generator() const { return gen_ ? *gen_ : default_generator(); }
   // Whether forward draws a mask (training with p > 0) rather than passing x
   // through: lets a caller pick a path that has room for the mask.
   bool active() const { return is_training() && p_ > 0.0; }
@@ -63,6 +73,7 @@ class Dropout : public Module {
 
  private:
   double p_;
+  Generator* gen_;
 };
 
 // fc (C -> hidden), GELU (tanh approximation, as GPT-2), proj (hidden -> C),
@@ -70,7 +81,7 @@ class Dropout : public Module {
 class MLP : public Module {
  public:
   MLP(int64_t dim, int64_t hidden, bool bias, Generator& gen, double init_std, double proj_init_std,
-      double dropout_p = 0.0);
+      double dropout_p = 0.0, const DropoutStreams& rng = {});
   Tensor forward(const Tensor& x) const {
     return resid_dropout->forward(proj->forward(gelu_tanh(fc->forward(x))));
   }

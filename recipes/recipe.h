@@ -39,7 +39,8 @@ const Family& family_of(const config::Config& cfg);
 
 // The trainer's sections (trainer::validate_config), then the family's.
 void validate_config(const config::Config& cfg);
-// Validates, then builds the config's family on `ctx`.
+// Validates, then builds the config's family on `ctx`, which must outlive
+// the recipe (its module draws dropout masks from ctx's RNG streams).
 Recipe make_recipe(const config::Config& cfg, parallel::ParallelContext& ctx);
 
 }  // namespace keel::recipes

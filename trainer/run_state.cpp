@@ -29,9 +29,12 @@ void save_run(const std::string& path, int64_t step, const config::Config& cfg, 
   ck.model = model_parts(s.model, s.ctx, true);
   ck.optim = s.optimizer.state_parts(true);
   ck.meta_text = {{"config", config_to_text(cfg)}, {"tokenizer", cfg.data().tokenizer()}};
-  const Generator& rng = default_generator();
+  Generator& rng = s.ctx.rng(parallel::RngRegion::Replicated);
+  Generator& mp = s.ctx.rng(parallel::RngRegion::ModelParallel);
   ck.meta_int = {{"rng_seed", int64_t(rng.seed())},
                  {"rng_offset", int64_t(rng.offset())},
+                 {"rng_mp_seed", int64_t(mp.seed())},
+                 {"rng_mp_offset", int64_t(mp.offset())},
                  {"optim_steps", s.optimizer.steps_taken()},
                  {"loss_scale_clean_steps", s.scaler.clean_steps()}};
   for (const auto& e : data_meta(s.data.position())) ck.meta_int.push_back(e);
@@ -45,7 +48,11 @@ int64_t load_run(const std::string& path, const config::Config& cfg, RunState& s
   CheckpointParts ck;
   ck.model = model_parts(s.model, s.ctx, false);
   ck.optim = s.optimizer.state_parts(false);
-  ck.meta_int = {{"rng_seed", 0}, {"rng_offset", 0}, {"optim_steps", 0}};
+  ck.meta_int = {{"rng_seed", 0},
+                 {"rng_offset", 0},
+                 {"rng_mp_seed", 0},
+                 {"rng_mp_offset", 0},
+                 {"optim_steps", 0}};
   const NamedInts data = data_meta(s.data.position());
   for (const auto& e : data) ck.meta_int.push_back(e);
   if (resume_scaler) {
@@ -53,8 +60,12 @@ int64_t load_run(const std::string& path, const config::Config& cfg, RunState& s
     ck.meta_float.emplace_back("loss_scale", 0.0);
   }
   load_checkpoint(path, ck, s.ctx.world());
-  default_generator().set_state(uint64_t(value_of(ck.meta_int, "rng_seed")),
-                                uint64_t(value_of(ck.meta_int, "rng_offset")));
+  s.ctx.rng(parallel::RngRegion::Replicated)
+      .set_state(uint64_t(value_of(ck.meta_int, "rng_seed")),
+                 uint64_t(value_of(ck.meta_int, "rng_offset")));
+  s.ctx.rng(parallel::RngRegion::ModelParallel)
+      .set_state(uint64_t(value_of(ck.meta_int, "rng_mp_seed")),
+                 uint64_t(value_of(ck.meta_int, "rng_mp_offset")));
   NamedInts position;
   for (const auto& [name, v] : data)
     position.emplace_back(name.substr(5), value_of(ck.meta_int, name));

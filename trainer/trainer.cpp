@@ -256,7 +256,6 @@ TrainResult train(const config::Config& cfg, const Workload& work, parallel::Par
   const auto& oc = cfg.optim();
   LrSchedule schedule{oc.lr(), cfg.schedule().warmup_steps(), tc.steps(), cfg.schedule().decay(),
                       cfg.schedule().min_lr_ratio()};
-  manual_seed(tc.seed());
   ctx.seed(tc.seed());
   RunState state{model, *optimizer, *data, scaler, ctx};
   RunLog log(cfg, ctx.lead(), opt.out);

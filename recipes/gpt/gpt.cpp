@@ -20,15 +20,15 @@ void GptConfig::validate() const {
   KEEL_CHECK(init_std > 0, "model.gpt.init_std must be positive, got ", init_std);
 }
 
-Block::Block(const GptConfig& cfg, Generator& gen) {
+Block::Block(const GptConfig& cfg, Generator& gen, const nn::DropoutStreams& rng) {
   const double proj_std = cfg.init_std / std::sqrt(2.0 * double(cfg.n_layer));
   ln_1 = register_module("ln_1", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.bias));
-  attn = register_module("attn", std::make_shared<nn::CausalSelfAttention>(
-                                     cfg.n_embd, cfg.n_head, cfg.bias, cfg.dropout, gen,
-                                     cfg.init_std, proj_std));
+  attn = register_module(
+      "attn", std::make_shared<nn::CausalSelfAttention>(
+                  cfg.n_embd, cfg.n_head, cfg.bias, cfg.dropout, gen, cfg.init_std, proj_std, rng));
   ln_2 = register_module("ln_2", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.bias));
   mlp = register_module("mlp", std::make_shared<nn::MLP>(cfg.n_embd, 4 * cfg.n_embd, cfg.bias, gen,
-                                                         cfg.init_std, proj_std, cfg.dropout));
+                                                         cfg.init_std, proj_std, cfg.dropout, rng));
 }
 
 Tensor Block::forward(const Tensor& x) const {
@@ -36,16 +36,17 @@ Tensor Block::forward(const Tensor& x) const {
   return add(h, mlp->forward(ln_2->forward(h)));
 }
 
-GPT::GPT(const GptConfig& cfg, uint64_t seed) : cfg_(cfg) {
+GPT::GPT(const GptConfig& cfg, uint64_t seed, const nn::DropoutStreams& rng) : cfg_(cfg) {
   cfg_.validate();
   Generator gen(seed);
-  wte = register_module("wte", std::make_shared<nn::Embedding>(cfg_.padded_vocab(), cfg_.n_embd,
-                                                               gen, cfg_.init_std));
-  wpe = register_module("wpe", std::make_shared<nn::Embedding>(cfg_.block_size, cfg_.n_embd,
-                                                               gen, cfg_.init_std));
-  drop = register_module("drop", std::make_shared<nn::Dropout>(cfg_.dropout));
+  wte = register_module(
+      "wte", std::make_shared<nn::Embedding>(cfg_.padded_vocab(), cfg_.n_embd, gen, cfg_.init_std));
+  wpe = register_module(
+      "wpe", std::make_shared<nn::Embedding>(cfg_.block_size, cfg_.n_embd, gen, cfg_.init_std));
+  drop = register_module("drop", std::make_shared<nn::Dropout>(cfg_.dropout, rng.replicated));
   blocks = register_module("blocks", std::make_shared<nn::ModuleList<Block>>());
-  for (int64_t l = 0; l < cfg_.n_layer; ++l) blocks->push_back(std::make_shared<Block>(cfg_, gen));
+  for (int64_t l = 0; l < cfg_.n_layer; ++l)
+    blocks->push_back(std::make_shared<Block>(cfg_, gen, rng));
   ln_f = register_module("ln_f", std::make_shared<nn::LayerNorm>(cfg_.n_embd, cfg_.bias));
 }
 
@@ -54,13 +55,14 @@ Tensor GPT::hidden(const Tensor& ids) const {
   const int64_t T = ids.size(1);
   KEEL_CHECK(T <= cfg_.block_size, "GPT: sequence length ", T, " exceeds model.gpt.block_size ",
              cfg_.block_size);
-  Tensor pos = arange(0, double(T), 1, DType::I64, ids.device());  // (T)
+  Tensor pos = arange(0, double(T), 1, DType::I64, ids.device());       // (T)
   Tensor x = drop->forward(add(wte->forward(ids), wpe->forward(pos)));  // (B, T, C)
   for (const auto& block : *blocks) {
     if (cfg_.checkpoint_activations && is_training()) {
       const Block* b = block.get();
-      x = checkpoint([b](const std::vector<Tensor>& in) { return std::vector<Tensor>{b->forward(in[0])}; },
-                     {x})[0];
+      x = checkpoint(
+          [b](const std::vector<Tensor>& in) { return std::vector<Tensor>{b->forward(in[0])}; },
+          {x})[0];
     } else {
       x = block->forward(x);
     }
@@ -71,7 +73,7 @@ Tensor GPT::hidden(const Tensor& ids) const {
 Tensor GPT::forward(const Tensor& ids) const {
   // (B, T, Vp), tied output embedding; in the compute dtype under autocast
   Tensor logits = linear(hidden(ids), autocast(wte->weight));
-  return narrow(logits, 2, 0, cfg_.vocab_size);     // (B, T, V)
+  return narrow(logits, 2, 0, cfg_.vocab_size);  // (B, T, V)
 }
 
 Tensor GPT::loss(const Tensor& ids, const Tensor& targets) const {

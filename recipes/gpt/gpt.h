@@ -31,7 +31,7 @@ struct GptConfig {
 
 class Block : public nn::Module {
  public:
-  Block(const GptConfig& cfg, Generator& gen);
+  Block(const GptConfig& cfg, Generator& gen, const nn::DropoutStreams& rng = {});
   Tensor forward(const Tensor& x) const;  // (B, T, C) -> (B, T, C)
   std::shared_ptr<nn::LayerNorm> ln_1, ln_2;
   std::shared_ptr<nn::CausalSelfAttention> attn;
@@ -41,7 +41,9 @@ class Block : public nn::Module {
 class GPT : public nn::Module {
  public:
   // Weights are drawn from a generator seeded with `seed`, in registration order.
-  GPT(const GptConfig& cfg, uint64_t seed);
+  // Dropout draws from `rng` (the training context's streams; null: the
+  // default generator).
+  GPT(const GptConfig& cfg, uint64_t seed, const nn::DropoutStreams& rng = {});
   // ids (B, T) -> logits (B, T, V) over the real vocabulary (padding cut off).
   Tensor forward(const Tensor& ids) const;
   // Mean next-token cross-entropy of ids (B, T) against targets (B, T).

@@ -60,7 +60,10 @@ GptConfig gpt_config(const config::Config& cfg) {
 }
 
 recipes::Recipe make_recipe(const config::Config& cfg, parallel::ParallelContext& ctx) {
-  auto model = std::make_shared<GPT>(gpt_config(cfg), cfg.train().seed());
+  auto model =
+      std::make_shared<GPT>(gpt_config(cfg), cfg.train().seed(),
+                            nn::DropoutStreams{&ctx.rng(parallel::RngRegion::Replicated),
+                                               &ctx.rng(parallel::RngRegion::ModelParallel)});
   recipes::Recipe r;
   r.module = model;
   r.loss = [model](const trainer::Batch& b) {

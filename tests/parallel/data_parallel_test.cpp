@@ -108,10 +108,11 @@ class DataParallelTest : public ::testing::Test {
     return out;
   }
 
-  // The model a config describes, built in this process alone.
-  recipes::Recipe make(const config::Config& cfg) const {
-    parallel::ParallelContext alone;
-    return recipes::make_recipe(cfg, alone);
+  // The model a config describes, built in this process alone (on a
+  // context that outlives it: its dropouts draw from the context's streams).
+  recipes::Recipe make(const config::Config& cfg) {
+    if (!alone_) alone_ = std::make_unique<parallel::ParallelContext>();
+    return recipes::make_recipe(cfg, *alone_);
   }
   static Tensor loss_of(const recipes::Recipe& r, const TokenBatch& b) {
     return r.loss(trainer::Batch{{{"inputs", b.inputs}, {"targets", b.targets}}}).loss;
@@ -137,6 +138,7 @@ class DataParallelTest : public ::testing::Test {
   }
 
   std::unique_ptr<parallel::Communicator> world_;
+  std::unique_ptr<parallel::ParallelContext> alone_;
   int W_ = 1, rank_ = 0;
   std::unique_ptr<testing::GroupTempDir> group_dir_;
   fs::path dir_;
