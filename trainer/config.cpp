@@ -209,8 +209,6 @@ void validate_config(const config::Config& c) {
                          {p.cp(), "parallel.cp"},
                          {p.ep(), "parallel.ep"}})
     check(v >= 1, name, "must be >= 1");
-  check(p.tp() == 1 && p.cp() == 1 && p.ep() == 1, "parallel",
-        "tp, cp and ep other than 1 are not available yet in this build");
   check(p.zero_stage() == 0 || p.zero_stage() == 1, "parallel.zero_stage", "must be 0 or 1");
   check(p.bucket_mb() > 0, "parallel.bucket_mb", "must be positive");
   // The batch rows are split over the data ranks, dp x ep.

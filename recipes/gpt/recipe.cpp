@@ -36,6 +36,13 @@ void validate_config(const config::Config& cfg) {
   check(task == config::Task::KIND_NOT_SET || task == config::Task::kCausalLm, "task",
         "must be causal_lm for the gpt family");
   check(cfg.data().has_shards(), "data", "must be token shards (data { shards { ... } }) for gpt");
+  // The layouts this family can run: data parallelism (tensor, context and
+  // expert parallelism for GPT are their own issues).
+  const auto& p = cfg.parallel();
+  for (auto [v, name] : {std::pair{p.tp(), "parallel.tp"}, {p.cp(), "parallel.cp"},
+                         {p.ep(), "parallel.ep"}})
+    check(v == 1, name,
+          "must be 1: the gpt family does not shard over tp, cp or ep yet (only parallel.dp)");
 }
 
 GptConfig gpt_config(const config::Config& cfg) {
