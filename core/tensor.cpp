@@ -6,6 +6,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "core/box.h"
 #include "core/scalar_cast.h"
 #include "core/strided.h"
 #ifdef KEEL_WITH_CUDA
@@ -527,6 +528,33 @@ Tensor randn(const Shape& shape, Generator& gen, DType dtype, Device device) {
 #endif
   return random_fill(shape, dtype, device,
                      [=](uint64_t i) { return philox_normal_at(seed, off, i); });
+}
+
+Tensor randn_boxes(const Shape& logical, const std::vector<Box>& boxes, Generator& gen, DType dtype,
+                   Device device) {
+  KEEL_CHECK(is_floating(dtype), "random tensors must be floating, got ", dtype_name(dtype));
+  const std::string problem = boxes_problem(logical, boxes);
+  KEEL_CHECK(problem.empty(), "randn_boxes: ", problem);
+  uint64_t seed = gen.seed(), off = gen.next_offset();
+  const std::vector<FlatRun> runs = box_runs(logical, boxes);  // row-major order
+  std::vector<int64_t> starts(runs.size() + 1, 0);  // where each run begins in the output
+  for (size_t k = 0; k < runs.size(); ++k) starts[k + 1] = starts[k] + runs[k].end - runs[k].begin;
+  const int64_t n = starts.back();
+  Tensor host = empty({n}, DType::F32, Device::cpu());  // (n)
+  float* p = host.data<float>();
+  // Fixed chunks of the output, each walking the runs from the one it starts in.
+  constexpr int64_t kChunk = 1 << 16;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (n >= kParallelGrain)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t lo = c * kChunk, hi = std::min(n, lo + kChunk);
+    size_t k = size_t(std::upper_bound(starts.begin(), starts.end(), lo) - starts.begin()) - 1;
+    for (int64_t j = lo; j < hi; ++j) {
+      while (j >= starts[k + 1]) ++k;
+      p[j] = philox_normal_at(seed, off, uint64_t(runs[k].begin + (j - starts[k])));
+    }
+  }
+  return host.to(dtype).to(device);
 }
 
 Tensor rand_uniform(const Shape& shape, double low, double high, Generator& gen, DType dtype,

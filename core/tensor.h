@@ -26,6 +26,7 @@ Shape contiguous_strides(const Shape& s);
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
 
 struct AutogradMeta;  // autograd/ owns its definition
+struct Box;           // core/box.h
 
 struct TensorImpl {
   std::shared_ptr<Storage> storage;
@@ -143,6 +144,13 @@ Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::F32,
 Tensor rand_uniform(const Shape& shape, double low, double high, Generator& gen,
                     DType dtype = DType::F32, Device device = Device::cpu());
 Tensor randn(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+// The elements of randn(logical, gen) that lie in `boxes` (in bounds,
+// disjoint; core/box.h), bit for bit, listed in the logical tensor's
+// row-major order: a rank's shard of a parameter drawn without drawing the
+// rest. Consumes one generator offset, as the full draw does. (n), n the
+// boxes' total; reshape to the local shape. Drawn on the host, then moved.
+Tensor randn_boxes(const Shape& logical, const std::vector<Box>& boxes, Generator& gen,
+                   DType dtype = DType::F32, Device device = Device::cpu());
 
 // Helpers for launchers.
 int64_t normalize_dim(int64_t dim, int64_t ndim, const char* what = "dim");

@@ -18,12 +18,30 @@ void Module::check_name(const std::string& name) const {
              "' registered twice");
 }
 
-Tensor Module::register_parameter(const std::string& name, Tensor t, bool weight_decay) {
+Tensor Module::register_parameter(const std::string& name, Tensor t, ParamSpec spec) {
   check_name(name);
-  if (weight_decay) decayed_.push_back(name);
+  KEEL_CHECK(t.defined(), "parameter '", name, "' is an undefined tensor");
+  if (spec.logical.empty()) {
+    KEEL_CHECK(!spec.sharded(), "parameter '", name, "' is sharded on dim ", spec.shard_dim,
+               " but its ParamSpec has no logical shape (set spec.logical to the full shape)");
+    spec.logical = t.sizes();
+  }
+  const std::string problem = param_spec_problem(spec);
+  KEEL_CHECK(problem.empty(), "parameter '", name, "': ParamSpec (", describe(spec),
+             "): ", problem);
+  KEEL_CHECK(t.sizes() == local_shape(spec), "parameter '", name, "' is ", t.describe(),
+             " but its ParamSpec (", describe(spec), ") gives this rank the local shape ",
+             shape_str(local_shape(spec)));
   t.set_requires_grad(true);
   params_.emplace_back(name, t);
+  specs_.push_back(std::move(spec));
   return t;
+}
+
+Tensor Module::register_parameter(const std::string& name, Tensor t, bool weight_decay) {
+  ParamSpec spec;
+  spec.decay = weight_decay;
+  return register_parameter(name, std::move(t), std::move(spec));
 }
 
 Tensor Module::register_buffer(const std::string& name, Tensor t) {
@@ -37,14 +55,23 @@ void Module::collect(const std::string& prefix, bool params, NamedTensors& out) 
   for (const auto& [n, c] : children_) c->collect(prefix + n + ".", params, out);
 }
 
-void Module::collect_decayed(const std::string& prefix, std::vector<std::string>& out) const {
-  for (const auto& n : decayed_) out.push_back(prefix + n);
-  for (const auto& [n, c] : children_) c->collect_decayed(prefix + n + ".", out);
+void Module::collect_specs(const std::string& prefix,
+                           std::vector<std::pair<std::string, ParamSpec>>& out) const {
+  for (size_t i = 0; i < params_.size(); ++i)
+    out.emplace_back(prefix + params_[i].first, specs_[i]);
+  for (const auto& [n, c] : children_) c->collect_specs(prefix + n + ".", out);
+}
+
+std::vector<std::pair<std::string, ParamSpec>> Module::named_parameter_specs() const {
+  std::vector<std::pair<std::string, ParamSpec>> out;
+  collect_specs("", out);
+  return out;
 }
 
 std::vector<std::string> Module::decayed_parameter_names() const {
   std::vector<std::string> out;
-  collect_decayed("", out);
+  for (const auto& [name, spec] : named_parameter_specs())
+    if (spec.decay) out.push_back(name);
   return out;
 }
 
@@ -119,6 +146,15 @@ void Module::zero_grad() {
 
 Tensor init_normal(const Shape& shape, double std, Generator& gen) {
   Tensor t = randn(shape, gen);
+  kernels::mul_scalar_(t, std);
+  return t;
+}
+
+Tensor init_normal(const ParamSpec& spec, double std, Generator& gen) {
+  KEEL_CHECK(!spec.logical.empty(), "init_normal: the ParamSpec has no logical shape (",
+             describe(spec), "); set spec.logical, or draw a scalar with the Shape overload");
+  // (local_shape) from (n): the boxes' union in row-major order is the local layout.
+  Tensor t = randn_boxes(spec.logical, shard_boxes(spec), gen).view(local_shape(spec));
   kernels::mul_scalar_(t, std);
   return t;
 }

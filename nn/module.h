@@ -1,14 +1,19 @@
-// Module: named parameters and buffers, child modules, train/eval mode and a
+// Module: named parameters (each with its ParamSpec: sharding and weight
+// decay, nn/param_spec.h) and buffers, child modules, train/eval mode and a
 // state dict with stable dotted names ("blocks.3.attn.qkv.weight"). Names
 // follow registration order, so every rank and every run lists them alike.
+// A sharded parameter's tensor is this rank's local shard; its spec says
+// where that lies in the logical tensor.
 #pragma once
 
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "autograd/ops.h"
+#include "nn/param_spec.h"
 
 namespace keel::nn {
 
@@ -21,8 +26,12 @@ class Module {
   Module(const Module&) = delete;
   Module& operator=(const Module&) = delete;
 
+  // This rank's tensors (local shards of sharded parameters).
   NamedTensors named_parameters() const;
-  // Names of the parameters registered with weight decay (matrices of
+  // Every parameter's spec, in named_parameters() order, with `logical`
+  // filled in (a replicated parameter's is its own shape).
+  std::vector<std::pair<std::string, ParamSpec>> named_parameter_specs() const;
+  // Names of the parameters whose spec asks for weight decay (matrices of
   // Linear layers; not norms, biases or embeddings).
   std::vector<std::string> decayed_parameter_names() const;
   std::vector<Tensor> parameters() const;
@@ -45,7 +54,12 @@ class Module {
   void zero_grad();
 
  protected:
-  // Registers a leaf that requires grad; returns the same handle.
+  // Registers a leaf that requires grad; returns the same handle. With a
+  // spec whose logical shape is set, `t` must have local_shape(spec) (a
+  // keel::Error naming the parameter otherwise); an empty logical shape is
+  // t's own, and then the parameter may not be sharded.
+  Tensor register_parameter(const std::string& name, Tensor t, ParamSpec spec);
+  // A replicated parameter, with or without weight decay.
   Tensor register_parameter(const std::string& name, Tensor t, bool weight_decay = false);
   Tensor register_buffer(const std::string& name, Tensor t);
   template <typename M>
@@ -58,10 +72,11 @@ class Module {
  private:
   void check_name(const std::string& name) const;
   void collect(const std::string& prefix, bool params, NamedTensors& out) const;
-  void collect_decayed(const std::string& prefix, std::vector<std::string>& out) const;
+  void collect_specs(const std::string& prefix,
+                     std::vector<std::pair<std::string, ParamSpec>>& out) const;
 
   NamedTensors params_;
-  std::vector<std::string> decayed_;
+  std::vector<ParamSpec> specs_;  // one per entry of params_, logical filled in
   NamedTensors buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
@@ -85,5 +100,14 @@ class ModuleList : public Module {
 
 // Normal(0, std) init drawn from `gen` (Philox: identical on every rank).
 Tensor init_normal(const Shape& shape, double std, Generator& gen);
+// This rank's shard of init_normal(spec.logical, std, gen), bit for bit, in
+// local_shape(spec) (drawn by its boxes, randn_boxes): every layout starts
+// from the serial weights. Consumes `gen` as the full draw does. The spec's
+// logical shape must be set (a scalar's: use the Shape overload).
+Tensor init_normal(const ParamSpec& spec, double std, Generator& gen);
+// A braced shape ({out, in}, {1}) is a Shape, never a ParamSpec aggregate.
+inline Tensor init_normal(std::initializer_list<int64_t> shape, double std, Generator& gen) {
+  return init_normal(Shape(shape), std, gen);
+}
 
 }  // namespace keel::nn

@@ -3,14 +3,15 @@
 // failing call becomes a keel::Error naming the file, the object and HDF5's
 // innermost complaint.
 //
-// One code path serves a single process and a collective group: an Io
-// says which. Collectively, the file access list carries the MPI-IO driver
-// on the group's communicator, every rank makes every create/write call,
-// tensor transfers are collective with each rank selecting only its flat
-// element range (a union of at most 2N-1 hyperslab boxes), rank 0 alone
-// writes metadata values, and rank 0 renames the file into place after a
-// barrier that follows everyone's close. A single process writes whole
-// tensors (the range [0, numel)).
+// One code path serves a single process and a collective group (save_parts,
+// load_parts; a Group says which, an Io how the file is driven). A lone
+// process, or a communicator of size 1 of any kind, uses the serial driver
+// and no communication; CheckpointData is whole parts through the same path.
+// Collectively, the file access list carries the MPI-IO driver on the
+// group's communicator, every rank makes every create/write call, tensor
+// transfers are collective with each rank selecting only its boxes (a union
+// of hyperslabs), rank 0 alone writes metadata values, and rank 0 renames
+// the file into place after a barrier that follows everyone's close.
 #include "trainer/checkpoint.h"
 
 #include <fcntl.h>
@@ -55,7 +56,9 @@ struct Io {
   hid_t create() const { return parallel ? dcpl.get() : H5P_DEFAULT; }
 };
 
-Io make_io(hid_t file_id, const std::string& name, bool parallel, int rank) {
+enum class Access { kWrite, kRead };
+
+Io make_io(hid_t file_id, const std::string& name, bool parallel, int rank, Access access) {
   Io io;
   io.file = file_id;
   io.name = name;
@@ -64,63 +67,29 @@ Io make_io(hid_t file_id, const std::string& name, bool parallel, int rank) {
   if (parallel) {
     io.dxpl = checked(H5Pcreate(H5P_DATASET_XFER), H5Pclose, name, "H5Pcreate(dataset transfer)");
     check_rc(H5Pset_dxpl_mpio(io.dxpl.get(), H5FD_MPIO_COLLECTIVE), name, "H5Pset_dxpl_mpio");
+    // Reads stay collective calls but each rank reads for itself: Open MPI
+    // 4.1's default collective reader (OMPIO's vulcan aggregation) returns
+    // wrong values for some non-contiguous selections that overlap across
+    // ranks, which box-shaped loads make (any layout, ranks reading the same
+    // elements); ROMIO and the individual path read them right. Saves never
+    // overlap and keep collective (aggregated) writes.
+    if (access == Access::kRead)
+      check_rc(H5Pset_dxpl_mpio_collective_opt(io.dxpl.get(), H5FD_MPIO_INDIVIDUAL_IO), name,
+               "H5Pset_dxpl_mpio_collective_opt");
     io.dcpl = checked(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, name, "H5Pcreate(dataset create)");
     check_rc(H5Pset_fill_time(io.dcpl.get(), H5D_FILL_TIME_NEVER), name, "H5Pset_fill_time");
   }
   return io;
 }
 
-// A box of a tensor: `count` elements per dimension from `offset`.
-struct Box {
-  Shape offset;
-  Shape count;
-};
-
-// Appends boxes whose union is the flat elements [begin, end) of the
-// sub-tensor at dimensions d.. of `shape` (indices of dimensions < d fixed
-// by `prefix`), in flat order: a partial row at each end and a block of
-// whole rows between them, so at most 2N-1 boxes for N dimensions.
-void range_boxes(const Shape& shape, size_t d, Shape& prefix, int64_t begin, int64_t end,
-                 std::vector<Box>& out) {
-  if (begin >= end) return;
-  const size_t nd = shape.size();
-  // Dimension d over [start, start + count), the dimensions after it whole.
-  auto box = [&](int64_t start, int64_t count) {
-    Box b;
-    b.offset = prefix;
-    b.count = Shape(prefix.size(), 1);
-    b.offset.push_back(start);
-    b.count.push_back(count);
-    for (size_t k = d + 1; k < nd; ++k) {
-      b.offset.push_back(0);
-      b.count.push_back(shape[k]);
-    }
-    out.push_back(std::move(b));
-  };
-  if (d + 1 == nd) return box(begin, end - begin);
-  int64_t inner = 1;
-  for (size_t k = d + 1; k < nd; ++k) inner *= shape[k];
-  int64_t r0 = begin / inner;
-  const int64_t r1 = end / inner, head = begin % inner, tail = end % inner;
-  auto within = [&](int64_t row, int64_t lo, int64_t hi) {
-    prefix.push_back(row);
-    range_boxes(shape, d + 1, prefix, lo, hi, out);
-    prefix.pop_back();
-  };
-  if (r0 == r1) return within(r0, head, tail);
-  if (head > 0) within(r0++, head, inner);
-  if (r1 > r0) box(r0, r1 - r0);
-  if (tail > 0) within(r1, 0, tail);
-}
-
-// Selects the flat elements [begin, end) of a dataset of `shape` in
-// `file_space` (a union of boxes) and returns the matching memory dataspace
-// of end - begin elements. An empty range selects nothing on both sides, so
-// a process that holds no part of a tensor can still join a collective
-// transfer.
-Handle select_range(hid_t file_space, const Shape& shape, int64_t begin, int64_t end,
+// Selects the elements of a dataset of `shape` in `boxes` (a union of
+// hyperslabs) in `file_space` and returns the matching memory dataspace of
+// as many elements; HDF5 transfers them in the dataset's row-major order.
+// No boxes select nothing on both sides, so a process that holds no part of
+// a tensor can still join a collective transfer.
+Handle select_boxes(hid_t file_space, const Shape& shape, const std::vector<Box>& boxes,
                     const std::string& file) {
-  const int64_t n = end - begin;
+  const int64_t n = boxes_numel(boxes);
   if (shape.empty()) {  // a scalar dataspace: all or nothing
     Handle mem = make_space({}, file);
     if (n == 0) {
@@ -137,15 +106,15 @@ Handle select_range(hid_t file_space, const Shape& shape, int64_t begin, int64_t
     check_rc(H5Sselect_none(mem.get()), file, "H5Sselect_none");
     return mem;
   }
-  std::vector<Box> boxes;
-  Shape prefix;
-  range_boxes(shape, 0, prefix, begin, end, boxes);
-  for (size_t i = 0; i < boxes.size(); ++i) {
-    auto start = to_hsize(boxes[i].offset);
-    auto count = to_hsize(boxes[i].count);
-    check_rc(H5Sselect_hyperslab(file_space, i == 0 ? H5S_SELECT_SET : H5S_SELECT_OR, start.data(),
+  bool first = true;
+  for (const Box& box : boxes) {
+    if (box.numel() == 0) continue;  // HDF5 refuses a zero count
+    auto start = to_hsize(box.offset);
+    auto count = to_hsize(box.count);
+    check_rc(H5Sselect_hyperslab(file_space, first ? H5S_SELECT_SET : H5S_SELECT_OR, start.data(),
                                  nullptr, count.data(), nullptr),
              file, "H5Sselect_hyperslab");
+    first = false;
   }
   return mem;
 }
@@ -153,31 +122,31 @@ Handle select_range(hid_t file_space, const Shape& shape, int64_t begin, int64_t
 // What is wrong with `part` as a description of (part of) a tensor, or "".
 std::string part_problem(const TensorPart& part) {
   using keel::detail::cat;
+  if (!part.problem.empty()) return part.problem;
   for (int64_t d : part.shape)
     if (d < 0) return cat("has a negative dimension in its shape ", shape_str(part.shape));
-  const int64_t numel = shape_numel(part.shape);
-  if (part.begin < 0 || part.begin > part.end || part.end > numel)
-    return cat("element range [", part.begin, ", ", part.end, ") does not lie in [0, ", numel,
-               ") (shape ", shape_str(part.shape), ")");
-  const int64_t n = part.end - part.begin;
+  std::string boxes = boxes_problem(part.shape, part.boxes);
+  if (!boxes.empty()) return boxes;
+  const int64_t n = boxes_numel(part.boxes);
   if (n == 0 && !part.local.defined()) return "";
   if (!part.local.defined()) return "is an undefined tensor";
   if (part.local.numel() != n)
     return cat("local tensor ", part.local.describe(), " has ", part.local.numel(),
-               " elements for the range [", part.begin, ", ", part.end, ") of ", n);
+               " elements for boxes of ", n, " (", part.boxes.size(), " boxes of shape ",
+               shape_str(part.shape), ")");
   if (part.local.dtype() != part.dtype)
     return cat("is ", part.local.describe(), " but was declared ", dtype_name(part.dtype));
   return "";
 }
 
 // Creates dataset `path` with the part's full logical shape and writes this
-// process's range of it from `part.local`. `what` names the tensor in errors.
+// process's boxes of it from `part.local`. `what` names the tensor in errors.
 void write_tensor(const Io& io, const std::string& path, const std::string& what,
                   const TensorPart& part) {
   const std::string& file = io.name;
   std::string problem = part_problem(part);
   KEEL_CHECK(problem.empty(), "checkpoint ", file, ": ", what, " ", problem);
-  const int64_t n = part.end - part.begin;
+  const int64_t n = boxes_numel(part.boxes);
   // A contiguous host copy in the stored dtype; a no-op for contiguous f32/int CPU tensors.
   Tensor host = n > 0 ? part.local.to(Device::cpu()).to(stored_dtype(part.dtype)).contiguous()
                       : Tensor();  // (n)
@@ -194,7 +163,7 @@ void write_tensor(const Io& io, const std::string& path, const std::string& what
   // A tensor without elements has no storage in the file to transfer to
   // (and none is allocated for it when written collectively).
   if (shape_numel(part.shape) == 0) return;
-  Handle mem_space = select_range(file_space.get(), part.shape, part.begin, part.end, file);
+  Handle mem_space = select_boxes(file_space.get(), part.shape, part.boxes, file);
   static char dummy = 0;  // H5Dwrite wants a non-null buffer even when nothing is selected
   const void* buf = n > 0 ? host.raw_data() : &dummy;
   check_rc(
@@ -242,7 +211,7 @@ Shape dataset_shape(hid_t dset, const std::string& file) {
   return Shape(dims.begin(), dims.end());
 }
 
-// Reads this process's range of dataset `path` into `part.local` in place
+// Reads this process's boxes of dataset `path` into `part.local` in place
 // after checking that the stored tensor has the part's shape and dtype.
 void read_tensor(const Io& io, const std::string& path, const std::string& what,
                  const TensorPart& part) {
@@ -259,10 +228,10 @@ void read_tensor(const Io& io, const std::string& path, const std::string& what,
              " is ", dtype_name(stored), " ", shape_str(stored_shape), " in the file but ",
              dtype_name(part.dtype), " ", shape_str(part.shape), " was expected");
 
-  const int64_t n = part.end - part.begin;
+  const int64_t n = boxes_numel(part.boxes);
   if (shape_numel(part.shape) == 0) return;  // nothing stored (see write_tensor)
   Handle file_space = checked(H5Dget_space(dset.get()), H5Sclose, file, "H5Dget_space");
-  Handle mem_space = select_range(file_space.get(), part.shape, part.begin, part.end, file);
+  Handle mem_space = select_boxes(file_space.get(), part.shape, part.boxes, file);
   Tensor host = empty({std::max<int64_t>(n, 1)}, stored_dtype(part.dtype));  // (n)
   check_rc(H5Dread(dset.get(), mem_type(part.dtype), mem_space.get(), file_space.get(), io.xfer(),
                    host.raw_data()),
@@ -433,7 +402,7 @@ void write_checkpoint_file(const std::string& tmp, const std::string& path,
   Handle fapl = file_access_list(path, comm);
   Handle f = checked(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose, path,
                      "creating temporary file " + tmp);
-  const Io io = make_io(f.get(), path, comm != MPI_COMM_NULL, rank);
+  const Io io = make_io(f.get(), path, comm != MPI_COMM_NULL, rank, Access::kWrite);
   write_attr_int(f.get(), "keel_checkpoint_version", kCheckpointVersion, path);
   write_attr_int(f.get(), "step", data.step, path);
   for (const char* group : {"/model", "/optim", "/meta"})
@@ -527,16 +496,32 @@ std::vector<std::string> datasets_under(hid_t file_id, const char* group, const 
   return out;
 }
 
-// ---- collective helpers ------------------------------------------------------------------
+// ---- the group that saves or loads ----------------------------------------------------
 
-// MPI_COMM_NULL (the serial driver) for a world of one, MPI or not.
-MPI_Comm mpi_comm_of(parallel::Communicator& comm, const std::string& path) {
-  if (comm.size() == 1) return MPI_COMM_NULL;
+// Who takes part: a lone process (the serial HDF5 driver, no communication)
+// or the ranks of an MPI communicator (the MPI-IO driver, collective calls).
+// A communicator of size 1 of any kind is a lone process.
+struct Group {
+  parallel::Communicator* comm = nullptr;  // null: a lone process without one
+  MPI_Comm mpi = MPI_COMM_NULL;            // set when size > 1
+  int rank = 0, size = 1;
+  bool parallel() const { return size > 1; }
+  // " (rank 3)" in a group of several, "" alone.
+  std::string where() const { return parallel() ? keel::detail::cat(" (rank ", rank, ")") : ""; }
+};
+
+Group group_of(parallel::Communicator& comm, const std::string& path) {
+  Group g;
+  g.comm = &comm;
+  g.rank = comm.rank();
+  g.size = comm.size();
+  if (!g.parallel()) return g;
   auto* mpi = dynamic_cast<parallel::MpiCommunicator*>(&comm);
-  KEEL_CHECK(mpi != nullptr, "checkpoint ", path, ": a collective save or load needs an MPI ",
-             "communicator (parallel HDF5 runs over MPI-IO), got communicator '", comm.name(),
-             "'; pass the MPI communicator of the same ranks");
-  return mpi->native_handle();
+  KEEL_CHECK(mpi != nullptr, "checkpoint ", path, ": a collective save or load over ", g.size,
+             " ranks needs an MPI communicator (parallel HDF5 runs over MPI-IO), got ",
+             "communicator '", comm.name(), "'; pass the MPI communicator of the same ranks");
+  g.mpi = mpi->native_handle();
+  return g;
 }
 
 // 64-bit FNV-1a of what every rank must agree on.
@@ -571,20 +556,24 @@ std::string listing(const CheckpointParts& data, bool with_values) {
 // listing; a problem anywhere, or a listing that differs from rank 0's,
 // becomes a keel::Error on every rank (the rank with the problem raises its
 // own message, the others name that rank), before any collective file I/O
-// could hang on it.
-void agree(parallel::Communicator& comm, const std::string& path, const char* op,
-           const std::string& problem, const std::string& list) {
-  Tensor mine = empty({2}, DType::I64);                        // (2)
-  Tensor all = empty({2 * int64_t(comm.size())}, DType::I64);  // (world, 2)
+// could hang on it. Alone: the problem, if any, is raised.
+void agree(const Group& g, const std::string& path, const char* op, const std::string& problem,
+           const std::string& list) {
+  if (!g.parallel()) {
+    if (!problem.empty()) throw Error(problem);
+    return;
+  }
+  Tensor mine = empty({2}, DType::I64);                   // (2)
+  Tensor all = empty({2 * int64_t(g.size)}, DType::I64);  // (world, 2)
   mine.data<int64_t>()[0] = problem.empty() ? 0 : 1;
   mine.data<int64_t>()[1] = fingerprint(list);
-  comm.all_gather(mine, all)->wait();
+  g.comm->all_gather(mine, all)->wait();
   const int64_t* v = all.data<int64_t>();
   if (!problem.empty()) throw Error(problem);
-  for (int r = 0; r < comm.size(); ++r)
+  for (int r = 0; r < g.size; ++r)
     KEEL_CHECK(v[2 * r] == 0, "checkpoint ", path, ": the collective ", op, " failed on rank ", r,
                " (see its error); nothing was ", std::string(op) == "save" ? "written" : "read");
-  for (int r = 1; r < comm.size(); ++r)
+  for (int r = 1; r < g.size; ++r)
     KEEL_CHECK(v[2 * r + 1] == v[1], "checkpoint ", path, ": rank ", r,
                " lists different tensors (names, shapes, dtypes)",
                std::string(op) == "save" ? ", step or metadata" : "",
@@ -592,17 +581,194 @@ void agree(parallel::Communicator& comm, const std::string& path, const char* op
                "; every rank must list the same, in the same order");
 }
 
-// The first problem among the parts, as a message naming the tensor and
-// `rank` ("" when none).
-std::string parts_problem(const CheckpointParts& data, const std::string& prefix, int rank) {
+// The first problem among the parts, as a message naming the tensor (and
+// the rank, in a group), or "" when none.
+std::string parts_problem(const CheckpointParts& data, const std::string& prefix, const Group& g) {
   for (const auto* list : {&data.model, &data.optim})
     for (const auto& [name, part] : *list) {
       std::string p = part_problem(part);
       if (!p.empty())
         return keel::detail::cat(prefix, ": ", list == &data.model ? "model" : "optim", " tensor '",
-                                 name, "' ", p, " (rank ", rank, ")");
+                                 name, "' ", p, g.where());
     }
   return "";
+}
+
+// Every rank's `mine`, in rank order (collective in a group).
+std::vector<std::vector<int64_t>> gather_all(const Group& g, const std::vector<int64_t>& mine) {
+  if (!g.parallel()) return {mine};
+  Tensor len = full({1}, double(mine.size()), DType::I64);  // (1)
+  Tensor lens = empty({int64_t(g.size)}, DType::I64);       // (world)
+  g.comm->all_gather(len, lens)->wait();
+  const int64_t* l = lens.data<int64_t>();
+  const int64_t width = std::max<int64_t>(1, *std::max_element(l, l + g.size));
+  Tensor padded = zeros({width}, DType::I64);                 // (width)
+  Tensor all = empty({int64_t(g.size) * width}, DType::I64);  // (world, width)
+  std::copy(mine.begin(), mine.end(), padded.data<int64_t>());
+  g.comm->all_gather(padded, all)->wait();
+  std::vector<std::vector<int64_t>> out(size_t(g.size));
+  for (int r = 0; r < g.size; ++r) {
+    const int64_t* row = all.data<int64_t>() + int64_t(r) * width;
+    out[size_t(r)].assign(row, row + l[r]);
+  }
+  return out;
+}
+
+// The parts of a save together write every element of every tensor exactly
+// once: the ranks' boxes are gathered and checked together, so every rank
+// raises the same error. Runs after agree(): every rank lists the same
+// tensors, and each rank's own boxes are in bounds and disjoint.
+void check_coverage(const Group& g, const std::string& path, const CheckpointParts& data) {
+  std::vector<std::pair<std::string, const TensorPart*>> all;  // ("model tensor 'w'", part)
+  for (const auto* list : {&data.model, &data.optim})
+    for (const auto& [name, part] : *list)
+      all.emplace_back((list == &data.model ? "model tensor '" : "optim tensor '") + name + "'",
+                       &part);
+  // This rank's boxes, flattened: per tensor the count, then offsets and counts.
+  std::vector<int64_t> mine;
+  for (const auto& [what, part] : all) {
+    mine.push_back(int64_t(part->boxes.size()));
+    for (const Box& b : part->boxes) {
+      mine.insert(mine.end(), b.offset.begin(), b.offset.end());
+      mine.insert(mine.end(), b.count.begin(), b.count.end());
+    }
+  }
+  const std::vector<std::vector<int64_t>> ranks = gather_all(g, mine);
+  std::vector<size_t> cursor(ranks.size(), 0);
+  const char* whose = g.parallel() ? "the ranks' parts of " : "the parts of ";
+  for (const auto& [what, part] : all) {
+    const size_t nd = part->shape.size();
+    std::vector<Box> boxes;
+    std::vector<int> owner;
+    for (size_t r = 0; r < ranks.size(); ++r) {
+      const std::vector<int64_t>& v = ranks[r];
+      size_t& c = cursor[r];
+      KEEL_ASSERT(c < v.size(), "rank ", r, "'s box list ends early");
+      const int64_t n = v[c++];
+      KEEL_ASSERT(c + size_t(n) * 2 * nd <= v.size(), "rank ", r, "'s box list is cut short");
+      for (int64_t k = 0; k < n; ++k, c += 2 * nd) {
+        boxes.push_back({Shape(v.begin() + long(c), v.begin() + long(c + nd)),
+                         Shape(v.begin() + long(c + nd), v.begin() + long(c + 2 * nd))});
+        owner.push_back(int(r));
+      }
+    }
+    if (auto pair = find_overlap(part->shape, boxes))
+      KEEL_FAIL("checkpoint ", path, ": ", whose, what, " overlap: rank ", owner[pair->first],
+                "'s box ", box_str(boxes[pair->first]), " and rank ", owner[pair->second],
+                "'s box ", box_str(boxes[pair->second]),
+                " share elements; the parts of a collective save must cover each tensor once");
+    const int64_t numel = shape_numel(part->shape), got = boxes_numel(boxes);
+    KEEL_CHECK(got == numel, "checkpoint ", path, ": ", whose, what, " hold ", got,
+               " elements in all but it has ", numel,
+               "; the parts of a collective save must cover each tensor once");
+  }
+}
+
+// Saves or loads of CheckpointData: whole parts of its tensors.
+CheckpointParts whole_parts(const CheckpointData& data) {
+  CheckpointParts parts;
+  parts.step = data.step;
+  for (const auto& [name, t] : data.model) parts.model.emplace_back(name, whole_part(t));
+  for (const auto& [name, t] : data.optim) parts.optim.emplace_back(name, whole_part(t));
+  parts.meta_text = data.meta_text;
+  parts.meta_int = data.meta_int;
+  parts.meta_float = data.meta_float;
+  return parts;
+}
+
+// The one save path: checks (agreed over the group), the coverage of every
+// tensor, then a temporary file that rank 0 renames into place once every
+// rank has closed it.
+void save_parts(const std::string& path, const CheckpointParts& data, const Group& g) {
+  QuietHdf5Errors quiet;
+  std::string problem;
+  try {
+    check_names(data, path);
+    problem = parts_problem(data, "checkpoint " + path, g);
+  } catch (const Error& e) {
+    problem = e.what();
+  }
+  agree(g, path, "save", problem, listing(data, true));
+  check_coverage(g, path, data);
+
+  // One temporary name for the group: rank 0's.
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  if (g.parallel()) parallel::broadcast_string(*g.comm, tmp, 0);
+  try {
+    write_checkpoint_file(tmp, path, data, g.mpi, g.rank);
+  } catch (...) {
+    // An error every rank sees (the file cannot be created): rank 0 cleans
+    // up. One seen by a single rank leaves the others in a collective call;
+    // the job's error path (MPI_Abort) ends them, and the previous
+    // checkpoint at `path` is untouched either way.
+    if (g.rank == 0) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+    }
+    throw;
+  }
+  // Every rank has closed the file: only now may it take the real name.
+  if (g.parallel()) g.comm->barrier();
+  std::string failure;
+  if (g.rank == 0) {
+    try {
+      fsync_path(tmp, false, path);
+      if (std::rename(tmp.c_str(), path.c_str()) != 0)
+        KEEL_FAIL("checkpoint ", path, ": cannot rename ", tmp,
+                  " into place: ", std::strerror(errno));
+      fs::path parent = fs::path(path).parent_path();
+      fsync_path(parent.empty() ? "." : parent.string(), true, path);
+    } catch (const Error& e) {
+      failure = e.what();
+      std::error_code ec;
+      fs::remove(tmp, ec);
+    }
+  }
+  if (g.parallel()) parallel::broadcast_string(*g.comm, failure, 0);
+  if (!failure.empty()) {
+    if (g.rank == 0) throw Error(failure);
+    KEEL_FAIL("checkpoint ", path, ": rank 0 could not complete the save: ", failure);
+  }
+}
+
+void read_checkpoint_file(const Io& io, CheckpointParts& into) {
+  const std::string& path = io.name;
+  into.step = read_attr_int(io.file, "step", path);
+  auto read_tensors = [&](NamedParts& parts, const std::string& kind) {
+    for (auto& [name, part] : parts)
+      read_tensor(io, "/" + kind + "/" + name, kind + " tensor '" + name + "'", part);
+  };
+  read_tensors(into.model, "model");
+  read_tensors(into.optim, "optim");
+  for (auto& [name, v] : into.meta_text) v = read_meta_text(io.file, path, name);
+  for (auto& [name, v] : into.meta_int) v = read_meta_int(io.file, path, name);
+  for (auto& [name, v] : into.meta_float) v = read_meta_float(io.file, path, name);
+}
+
+// The one load path: checks (agreed over the group), then every rank reads
+// its parts.
+void load_parts(const std::string& path, CheckpointParts& into, const Group& g) {
+  QuietHdf5Errors quiet;
+  std::string problem;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    problem = keel::detail::cat("checkpoint ", path, ": file not found", g.where());
+  } else if (!fs::is_regular_file(path, ec)) {
+    problem = keel::detail::cat("checkpoint ", path, ": not a regular file", g.where());
+  } else {
+    try {
+      for (const auto* list : {&into.model, &into.optim})
+        for (const auto& [name, part] : *list)
+          check_tensor_name(name, list == &into.model ? "model" : "optim", path);
+      problem = parts_problem(into, "load_checkpoint", g);
+    } catch (const Error& e) {
+      problem = e.what();
+    }
+  }
+  agree(g, path, "load", problem, listing(into, false));
+  Handle f = open_checkpoint(path, g.mpi);
+  const Io io = make_io(f.get(), path, g.parallel(), g.rank, Access::kRead);
+  read_checkpoint_file(io, into);
 }
 
 }  // namespace
@@ -610,10 +776,13 @@ std::string parts_problem(const CheckpointParts& data, const std::string& prefix
 TensorPart whole_part(const Tensor& t) {
   TensorPart p;
   p.local = t;
-  if (!t.defined()) return p;
+  if (!t.defined()) {
+    p.problem = "is an undefined tensor";
+    return p;
+  }
   p.shape = t.sizes();
   p.dtype = t.dtype();
-  p.end = t.numel();
+  p.boxes = flat_range_boxes(p.shape, 0, t.numel());
   return p;
 }
 
@@ -632,150 +801,73 @@ TensorPart range_part(const Shape& shape, DType dtype, int64_t begin, int64_t en
   TensorPart p;
   p.shape = shape;
   p.dtype = dtype;
-  p.begin = begin;
-  p.end = end;
+  p.local = local;
+  const int64_t numel = shape_numel(shape);
+  if (0 <= begin && begin <= end && end <= numel)
+    p.boxes = flat_range_boxes(shape, begin, end);
+  else
+    p.problem = keel::detail::cat("element range [", begin, ", ", end, ") does not lie in [0, ",
+                                  numel, ") (shape ", shape_str(shape), ")");
+  return p;
+}
+
+TensorPart box_part(const Shape& shape, DType dtype, std::vector<Box> boxes, const Tensor& local) {
+  TensorPart p;
+  p.shape = shape;
+  p.dtype = dtype;
+  p.boxes = std::move(boxes);
   p.local = local;
   return p;
 }
 
-void save_checkpoint(const std::string& path, const CheckpointData& data) {
-  QuietHdf5Errors quiet;
-  CheckpointParts parts;
-  parts.step = data.step;
-  for (const auto& [name, t] : data.model) parts.model.emplace_back(name, whole_part(t));
-  for (const auto& [name, t] : data.optim) parts.optim.emplace_back(name, whole_part(t));
-  parts.meta_text = data.meta_text;
-  parts.meta_int = data.meta_int;
-  parts.meta_float = data.meta_float;
-  check_names(parts, path);
-  for (const auto* list : {&parts.model, &parts.optim})
-    for (const auto& [name, part] : *list)
-      KEEL_CHECK(part.local.defined(), "checkpoint ", path, ": ",
-                 list == &parts.model ? "model" : "optim", " tensor '", name,
-                 "' is an undefined tensor");
-
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  try {
-    write_checkpoint_file(tmp, path, parts, MPI_COMM_NULL, 0);
-    fsync_path(tmp, false, path);
-    if (std::rename(tmp.c_str(), path.c_str()) != 0)
-      KEEL_FAIL("checkpoint ", path, ": cannot rename ", tmp,
-                " into place: ", std::strerror(errno));
-  } catch (...) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    throw;
+TensorPart shard_part(const nn::ParamSpec& spec, const Tensor& local, int replica, int replicas) {
+  using keel::detail::cat;
+  TensorPart p;
+  p.local = local;
+  if (!local.defined()) {
+    p.problem = "is an undefined tensor";
+    return p;
   }
-  fs::path parent = fs::path(path).parent_path();
-  fsync_path(parent.empty() ? "." : parent.string(), true, path);
+  nn::ParamSpec s = spec;
+  if (s.logical.empty() && !s.sharded()) s.logical = local.sizes();
+  p.shape = s.logical;
+  p.dtype = local.dtype();
+  if (std::string bad = nn::param_spec_problem(s); !bad.empty()) {
+    p.problem = cat("has an inconsistent ParamSpec (", nn::describe(s), "): ", bad);
+    return p;
+  }
+  const Shape want = nn::local_shape(s);
+  if (local.sizes() != want) {
+    p.problem = cat("local tensor ", local.describe(), " is not the local shape ", shape_str(want),
+                    " of its ParamSpec (", nn::describe(s), ")");
+    return p;
+  }
+  if (replicas < 1 || replica < 0 || replica >= replicas) {
+    p.problem = cat("replica ", replica, " is not in a group of ", replicas);
+    return p;
+  }
+  if (replicas == 1) {  // the whole shard, `local` itself (loads write through it)
+    p.boxes = nn::shard_boxes(s);
+    return p;
+  }
+  const int64_t n = local.numel(), lo = n * replica / replicas, hi = n * (replica + 1) / replicas;
+  p.boxes = nn::local_range_boxes(s, lo, hi);
+  p.local = local.contiguous().reshape({n}).narrow(0, lo, hi - lo);
+  return p;
+}
+
+void save_checkpoint(const std::string& path, const CheckpointData& data) {
+  save_parts(path, whole_parts(data), Group{});
 }
 
 void save_checkpoint(const std::string& path, const CheckpointParts& data,
                      parallel::Communicator& comm) {
-  QuietHdf5Errors quiet;
-  MPI_Comm mpi = mpi_comm_of(comm, path);
-  const int rank = comm.rank();
-  std::string problem;
-  try {
-    check_names(data, path);
-    problem = parts_problem(data, "checkpoint " + path, rank);
-  } catch (const Error& e) {
-    problem = e.what();
-  }
-  agree(comm, path, "save", problem, listing(data, true));
-
-  // Every element written by some rank: the ranges' sizes add up per tensor.
-  std::vector<const std::pair<std::string, TensorPart>*> all;
-  for (const auto& e : data.model) all.push_back(&e);
-  for (const auto& e : data.optim) all.push_back(&e);
-  Tensor counts = zeros({std::max<int64_t>(int64_t(all.size()), 1)}, DType::I64);  // (tensors)
-  for (size_t i = 0; i < all.size(); ++i)
-    counts.data<int64_t>()[i] = all[i]->second.end - all[i]->second.begin;
-  comm.all_reduce(counts, parallel::ReduceOp::Sum)->wait();
-  for (size_t i = 0; i < all.size(); ++i) {
-    const int64_t numel = shape_numel(all[i]->second.shape), got = counts.data<int64_t>()[i];
-    KEEL_CHECK(got == numel, "checkpoint ", path, ": the ranks' parts of tensor '", all[i]->first,
-               "' hold ", got, " elements in all but it has ", numel,
-               "; the parts of a collective save must cover each tensor once");
-  }
-
-  // One temporary name for the group: rank 0's.
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  parallel::broadcast_string(comm, tmp, 0);
-  try {
-    write_checkpoint_file(tmp, path, data, mpi, rank);
-  } catch (...) {
-    // An error every rank sees (the file cannot be created): rank 0 cleans
-    // up. One seen by a single rank leaves the others in a collective call;
-    // the job's error path (MPI_Abort) ends them, and the previous
-    // checkpoint at `path` is untouched either way.
-    if (rank == 0) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-    }
-    throw;
-  }
-  // Every rank has closed the file: only now may it take the real name.
-  comm.barrier();
-  std::string failure;
-  if (rank == 0) {
-    try {
-      fsync_path(tmp, false, path);
-      if (std::rename(tmp.c_str(), path.c_str()) != 0)
-        KEEL_FAIL("checkpoint ", path, ": cannot rename ", tmp,
-                  " into place: ", std::strerror(errno));
-      fs::path parent = fs::path(path).parent_path();
-      fsync_path(parent.empty() ? "." : parent.string(), true, path);
-    } catch (const Error& e) {
-      failure = e.what();
-      std::error_code ec;
-      fs::remove(tmp, ec);
-    }
-  }
-  parallel::broadcast_string(comm, failure, 0);
-  if (!failure.empty()) {
-    if (rank == 0) throw Error(failure);
-    KEEL_FAIL("checkpoint ", path, ": rank 0 could not complete the save: ", failure);
-  }
+  save_parts(path, data, group_of(comm, path));
 }
-
-namespace {
-
-void read_checkpoint_file(const Io& io, CheckpointParts& into) {
-  const std::string& path = io.name;
-  into.step = read_attr_int(io.file, "step", path);
-  auto read_tensors = [&](NamedParts& parts, const std::string& kind) {
-    for (auto& [name, part] : parts) {
-      check_tensor_name(name, kind, path);
-      read_tensor(io, "/" + kind + "/" + name, kind + " tensor '" + name + "'", part);
-    }
-  };
-  read_tensors(into.model, "model");
-  read_tensors(into.optim, "optim");
-  for (auto& [name, v] : into.meta_text) v = read_meta_text(io.file, path, name);
-  for (auto& [name, v] : into.meta_int) v = read_meta_int(io.file, path, name);
-  for (auto& [name, v] : into.meta_float) v = read_meta_float(io.file, path, name);
-}
-
-}  // namespace
 
 void load_checkpoint(const std::string& path, CheckpointData& into) {
-  QuietHdf5Errors quiet;
-  CheckpointParts parts;
-  for (auto* list : {&into.model, &into.optim})
-    for (auto& [name, t] : *list) {
-      const char* kind = list == &into.model ? "model" : "optim";
-      check_tensor_name(name, kind, path);
-      KEEL_CHECK(t.defined(), "load_checkpoint: ", kind, " tensor '", name,
-                 "' is an undefined tensor");
-      (list == &into.model ? parts.model : parts.optim).emplace_back(name, whole_part(t));
-    }
-  parts.meta_text = std::move(into.meta_text);
-  parts.meta_int = std::move(into.meta_int);
-  parts.meta_float = std::move(into.meta_float);
-  Handle f = open_checkpoint(path);
-  const Io io = make_io(f.get(), path, false, 0);
-  read_checkpoint_file(io, parts);
+  CheckpointParts parts = whole_parts(into);  // handles: reads write through to into's tensors
+  load_parts(path, parts, Group{});
   into.step = parts.step;
   into.meta_text = std::move(parts.meta_text);
   into.meta_int = std::move(parts.meta_int);
@@ -783,21 +875,7 @@ void load_checkpoint(const std::string& path, CheckpointData& into) {
 }
 
 void load_checkpoint(const std::string& path, CheckpointParts& into, parallel::Communicator& comm) {
-  QuietHdf5Errors quiet;
-  MPI_Comm mpi = mpi_comm_of(comm, path);
-  std::string problem;
-  std::error_code ec;
-  if (!fs::exists(path, ec))
-    problem = keel::detail::cat("checkpoint ", path, ": file not found (rank ", comm.rank(), ")");
-  else if (!fs::is_regular_file(path, ec))
-    problem =
-        keel::detail::cat("checkpoint ", path, ": not a regular file (rank ", comm.rank(), ")");
-  else
-    problem = parts_problem(into, "load_checkpoint", comm.rank());
-  agree(comm, path, "load", problem, listing(into, false));
-  Handle f = open_checkpoint(path, mpi);
-  const Io io = make_io(f.get(), path, mpi != MPI_COMM_NULL, comm.rank());
-  read_checkpoint_file(io, into);
+  load_parts(path, into, group_of(comm, path));
 }
 
 std::vector<TensorInfo> list_checkpoint(const std::string& path) {

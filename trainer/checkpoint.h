@@ -13,13 +13,15 @@
 // read them without a custom type; keel_dtype says what to narrow back to.
 //
 // Two ways in: a single process saves and loads whole tensors
-// (CheckpointData), or a group of ranks does it collectively over parallel
-// HDF5 (CheckpointParts): the file is opened with the MPI-IO driver on the
-// group's communicator, every dataset is created with its full logical
-// shape, and each rank writes or reads only its own part of each tensor, a
-// flat element range of the row-major tensor. Both produce the same file,
-// so a checkpoint saved by 4 ranks (ZeRO or not) loads on 2 ranks or in one
-// process.
+// (CheckpointData, a thin convenience over whole parts), or a group of ranks
+// does it collectively over parallel HDF5 (CheckpointParts): the file is
+// opened with the MPI-IO driver on the group's communicator, every dataset
+// is created with its full logical shape, and each rank writes or reads only
+// its own part of each tensor, a set of boxes of the logical tensor
+// (core/box.h, HDF5 hyperslabs): a tensor-parallel shard, a ZeRO piece of a
+// flat range, or both. A group of one (no MPI needed) takes the same path
+// with the serial driver. All produce the same file, so a checkpoint saved
+// by 4 ranks (ZeRO, tp or not) loads on 2 ranks or in one process.
 #pragma once
 
 #include <cstdint>
@@ -27,8 +29,10 @@
 #include <utility>
 #include <vector>
 
+#include "core/box.h"
 #include "core/tensor.h"
 #include "nn/module.h"
+#include "nn/param_spec.h"
 
 namespace keel::parallel {
 class Communicator;
@@ -63,17 +67,24 @@ void load_checkpoint(const std::string& path, CheckpointData& into);
 
 // ---- collective checkpoints (parallel HDF5) -------------------------------------------
 
-// One rank's part of a tensor in a collective save or load: elements
-// [begin, end) of the row-major full logical tensor of `shape`, held in
-// `local` (end - begin elements in flat order; any shape with that many
-// elements, any device, possibly a strided view; loads overwrite it in
-// place). A rank with nothing of a tensor passes begin == end (and may leave
-// `local` undefined); it still takes part in the collective calls.
+// One rank's part of a tensor in a collective save or load: the elements of
+// the logical tensor of `shape` that lie in `boxes` (in bounds, disjoint),
+// held in `local` in the logical tensor's row-major order (the order of the
+// boxes' union, see nn/param_spec.h: a shard's local tensor is in that order;
+// `local` may have any shape with that many elements, any device, and be a
+// strided view; loads overwrite it in place). A rank with nothing of a
+// tensor passes no boxes (and may leave `local` undefined); it still takes
+// part in the collective calls.
 struct TensorPart {
   Shape shape;
   DType dtype = DType::F32;
-  int64_t begin = 0, end = 0;
+  std::vector<Box> boxes;
   Tensor local;
+  // Set by the helpers below when their arguments describe no part (a range
+  // past the end, an inconsistent spec): reported by the save or load on
+  // every rank, as any other bad part is, instead of raised on one rank
+  // before a collective the others would wait in.
+  std::string problem;
 };
 
 // All of `t`: for loading a tensor every rank needs whole (replicated
@@ -81,13 +92,25 @@ struct TensorPart {
 TensorPart whole_part(const Tensor& t);
 // For saving a tensor every rank holds in full (replicated under data
 // parallelism): rank `rank` of `world` writes its even share
-// [rank*n/world, (rank+1)*n/world) of the n elements, so the ranks write
+// [rank*n/world, (rank+1)*n/world) of the n flat elements, so the ranks write
 // disjoint parts in parallel.
 TensorPart replicated_part(const Tensor& t, int rank, int world);
-// Elements [begin, end) of a tensor of `shape` and `dtype`, held in `local`
-// (e.g. a view into a flat optimizer shard).
+// Flat elements [begin, end) of a tensor of `shape` and `dtype`, held in
+// `local` (e.g. a view into a flat optimizer shard).
 TensorPart range_part(const Shape& shape, DType dtype, int64_t begin, int64_t end,
                       const Tensor& local);
+// The elements of a tensor of `shape` in `boxes`, held in `local` (in their
+// union's row-major order).
+TensorPart box_part(const Shape& shape, DType dtype, std::vector<Box> boxes, const Tensor& local);
+// This rank's shard of a parameter (or of a moment shaped like it) laid out
+// by `spec`, held in `local` (local_shape(spec); a replicated spec with an
+// empty logical shape is local's own). For a save where `replicas` ranks
+// hold the same shard (its dp replicas, or every rank for a replicated
+// parameter), replica `replica` writes only its even share of the shard's
+// flat elements, as replicated_part does; loads leave the defaults (the
+// whole shard).
+TensorPart shard_part(const nn::ParamSpec& spec, const Tensor& local, int replica = 0,
+                      int replicas = 1);
 
 using NamedParts = std::vector<std::pair<std::string, TensorPart>>;
 
@@ -101,21 +124,24 @@ struct CheckpointParts {
   std::vector<std::pair<std::string, double>> meta_float;
 };
 
-// Collective over `comm`, which must be an MPI communicator (see
-// parallel::MpiCommunicator; the group that holds the model, e.g. the dp
-// communicator). Every rank lists the same tensors in the same order with
-// the same shapes and dtypes (checked: a rank that differs is named), and
-// for each tensor the ranks' ranges together cover every element once.
+// Collective over `comm`: an MPI communicator (see
+// parallel::MpiCommunicator; the group that holds the model, e.g. the world)
+// or any communicator of size 1, which writes with HDF5's serial driver, as
+// save_checkpoint(path, CheckpointData) does. Every rank lists the same
+// tensors in the same order with the same shapes and dtypes (checked: a rank
+// that differs is named), and for each tensor the ranks' boxes together
+// cover every element exactly once (checked over the gathered boxes: an
+// overlap names both ranks, a gap the tensor).
 // Atomic like save_checkpoint: the ranks write a temporary file, and rank 0
 // renames it into place only after every rank has closed it; on an error
 // that all ranks see, nothing at `path` changes and the temporary is removed.
 void save_checkpoint(const std::string& path, const CheckpointParts& data,
                      parallel::Communicator& comm);
 
-// Collective over `comm`: each rank reads its own parts (any ranges, e.g.
-// those of a different layout than the one that saved) into their `local`
-// tensors, every metadata value asked for and the step. Checks as
-// load_checkpoint does.
+// Collective over `comm` (as for the save): each rank reads its own parts
+// (any boxes, e.g. those of a different layout than the one that saved;
+// ranks may read the same elements) into their `local` tensors, every
+// metadata value asked for and the step. Checks as load_checkpoint does.
 void load_checkpoint(const std::string& path, CheckpointParts& into, parallel::Communicator& comm);
 
 // One entry of a checkpoint's table of contents.

@@ -74,6 +74,19 @@ class ParallelCheckpointTest : public ::testing::Test {
   fs::path dir_;
 };
 
+// The flat element range [begin, end) a part made from a range holds: from
+// its first box's first element to its last box's last (boxes in flat order).
+std::pair<int64_t, int64_t> flat_range(const TensorPart& p) {
+  if (p.boxes.empty()) return {0, 0};
+  const Box& last = p.boxes.back();
+  Shape end_index = last.offset;
+  for (size_t d = 0; d < end_index.size(); ++d) end_index[d] += last.count[d] - 1;
+  const std::pair<int64_t, int64_t> r{flat_index(p.shape, p.boxes.front().offset),
+                                      flat_index(p.shape, end_index) + 1};
+  EXPECT_EQ(boxes_numel(p.boxes), r.second - r.first) << "not one flat range";
+  return r;
+}
+
 CheckpointParts with_meta(int64_t step) {
   CheckpointParts ck;
   ck.step = step;
@@ -138,8 +151,9 @@ TEST_F(ParallelCheckpointTest, RangesRoundTripThroughTheFullTensors) {
   EXPECT_EQ(back.meta_int[0].second, 42);
   for (size_t i = 0; i < ts.size(); ++i) {
     const TensorPart& p = back.model[i].second;
+    const auto [begin, end] = flat_range(p);
     Tensor want =
-        ts[i].full.contiguous().reshape({ts[i].full.numel()}).narrow(0, p.begin, p.end - p.begin);
+        ts[i].full.contiguous().reshape({ts[i].full.numel()}).narrow(0, begin, end - begin);
     EXPECT_EQ(to_doubles(p.local), to_doubles(want)) << ts[i].name;
     EXPECT_EQ(to_doubles(back.optim[i].second.local), to_doubles(ts[i].full)) << ts[i].name;
   }
@@ -149,10 +163,10 @@ TEST_F(ParallelCheckpointTest, ReplicatedTensorsAreSplitEvenly) {
   Tensor t = keel::testing::uniform({5, 7}, 3);
   int64_t covered = 0;
   for (int r = 0; r < W_; ++r) {
-    TensorPart p = replicated_part(t, r, W_);
-    EXPECT_EQ(p.begin, covered);
-    EXPECT_LE(p.end - p.begin, 35 / W_ + 1);
-    covered = p.end;
+    const auto [begin, end] = flat_range(replicated_part(t, r, W_));
+    EXPECT_EQ(begin, covered);
+    EXPECT_LE(end - begin, 35 / W_ + 1);
+    covered = end;
   }
   EXPECT_EQ(covered, 35);
   CheckpointParts ck = with_meta(3);
@@ -180,7 +194,9 @@ TEST_F(ParallelCheckpointTest, FailedSaveLeavesThePreviousCheckpoint) {
   CheckpointParts bad = with_meta(5);
   Tensor other = keel::testing::uniform({4, 4}, 10);
   bad.model = {{"w", replicated_part(other, rank_, W_)}};
-  if (rank_ == bad_rank) bad.model[0].second.end = 17;  // past the 16 elements
+  if (rank_ == bad_rank)  // past the 16 elements
+    bad.model[0].second =
+        range_part(other.sizes(), other.dtype(), 16 * bad_rank / W_, 17, bad.model[0].second.local);
   std::string msg = keel::testing::error_of([&] { save_checkpoint(path, bad, *world_); });
   EXPECT_CONTAINS(msg, "rank " + std::to_string(bad_rank));
   if (rank_ == bad_rank) {

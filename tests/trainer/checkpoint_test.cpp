@@ -1,8 +1,10 @@
 // HDF5 checkpoints: exact round trips per dtype (strided sources and
 // destinations, scalars, empty tensors) with metadata, the table of contents,
 // refusals (wrong shape or dtype, missing names, truncated, garbage,
-// incomplete, wrong version), atomic replacement when a save fails, and the
-// latest/prune helpers.
+// incomplete, wrong version), atomic replacement when a save fails, the
+// latest/prune helpers, and box-shaped parts (shards of a ParamSpec layout,
+// ZeRO pieces of a shard) through the collective API on a group of one that
+// is not an MPI communicator.
 #include "trainer/checkpoint.h"
 
 #include <gtest/gtest.h>
@@ -13,7 +15,9 @@
 #include <fstream>
 #include <string>
 
+#include "parallel/communicator.h"
 #include "tests/testing/gradcheck.h"
+#include "tests/testing/shards.h"
 
 namespace keel::trainer {
 namespace {
@@ -424,6 +428,180 @@ TEST_F(CheckpointTest, LatestAndPrune) {
 
   EXPECT_THROW(prune_checkpoints(dir_.string(), 0), Error);
   prune_checkpoints((dir_ / "absent").string(), 1);  // nothing to do
+}
+
+// A world of one without MPI, as parallel::LocalCommunicator is: the
+// collective checkpoint API must take the serial path for it and never ask
+// it to communicate. With size > 1 it stands for a non-MPI group, refused.
+class LoneCommunicator : public parallel::Communicator {
+ public:
+  explicit LoneCommunicator(int size = 1) : size_(size) {}
+  int rank() const override { return 0; }
+  int size() const override { return size_; }
+  std::string name() const override { return "lone"; }
+  parallel::WorkPtr all_reduce(Tensor&, parallel::ReduceOp) override { return never(); }
+  parallel::WorkPtr reduce_scatter(const Tensor&, Tensor&, parallel::ReduceOp) override {
+    return never();
+  }
+  parallel::WorkPtr all_gather(const Tensor&, Tensor&) override { return never(); }
+  parallel::WorkPtr broadcast(Tensor&, int) override { return never(); }
+  parallel::WorkPtr send(const Tensor&, int, int) override { return never(); }
+  parallel::WorkPtr recv(Tensor&, int, int) override { return never(); }
+  parallel::WorkPtr all_to_all(const Tensor&, const std::vector<int64_t>&, Tensor&,
+                               const std::vector<int64_t>&) override {
+    return never();
+  }
+  void barrier() override { never(); }
+  std::unique_ptr<parallel::Communicator> split(int, int, const std::string&) override {
+    never();
+    return nullptr;
+  }
+
+ private:
+  static parallel::WorkPtr never() {
+    ADD_FAILURE() << "a checkpoint on a group of one communicated";
+    throw std::logic_error("unexpected communication");
+  }
+  int size_;
+};
+
+// Logical tensors and their layouts over two ranks: a dim-0, a dim-1 and a
+// strided (qkv-like, stride 3) split, and a 3-d strided split of dim 1.
+struct Sharded {
+  std::string name;
+  Tensor logical;
+  int64_t dim, stride;
+  nn::ParamSpec spec(int rank) const {
+    return testing::split_spec(logical.sizes(), dim, stride, rank, 2);
+  }
+};
+
+std::vector<Sharded> sharded_tensors() {
+  return {{"a.weight", uniform({8, 6}, 31), 0, 1},
+          {"b.weight", uniform({6, 8}, 32), 1, 1},
+          {"attn.qkv.weight", uniform({12, 4}, 33), 0, 3},
+          {"e.weight", uniform({2, 12, 3}, 34), 1, 3}};
+}
+
+TEST_F(CheckpointTest, BoxPartsOnAGroupOfOne) {
+  LoneCommunicator lone;
+  const auto ts = sharded_tensors();
+  // Saved by one process as box parts: boxes out of flat order (row-major
+  // order of their union is what `local` holds), and a scalar.
+  CheckpointParts ck;
+  ck.step = 9;
+  for (const auto& t : ts) {
+    const int64_t n = t.logical.numel();
+    std::vector<Box> boxes = flat_range_boxes(t.logical.sizes(), n / 3, n);
+    for (Box& b : flat_range_boxes(t.logical.sizes(), 0, n / 3)) boxes.push_back(b);
+    ck.model.emplace_back(t.name, box_part(t.logical.sizes(), DType::F32, boxes, t.logical));
+  }
+  ck.model.emplace_back("temperature", whole_part(full({}, 0.5)));
+  ck.meta_int = {{"seed", 4}};
+  const std::string path = file("boxes.h5");
+  save_checkpoint(path, ck, lone);
+
+  // The serial API reads the whole tensors back.
+  CheckpointData whole;
+  for (const auto& t : ts) whole.model.emplace_back(t.name, zeros(t.logical.sizes()));
+  load_checkpoint(path, whole);
+  EXPECT_EQ(whole.step, 9);
+  for (size_t i = 0; i < ts.size(); ++i)
+    EXPECT_EQ(to_doubles(whole.model[i].second), to_doubles(ts[i].logical)) << ts[i].name;
+
+  // Each rank's shard, as fake ranks in this process: the layout's local
+  // tensor exactly; then ZeRO pieces of each shard (three uneven replicas).
+  for (int r = 0; r < 2; ++r) {
+    CheckpointParts shards;
+    for (const auto& t : ts)
+      shards.model.emplace_back(t.name,
+                                shard_part(t.spec(r), full(nn::local_shape(t.spec(r)), 7.0)));
+    load_checkpoint(path, shards, lone);
+    for (size_t i = 0; i < ts.size(); ++i)
+      EXPECT_EQ(to_doubles(shards.model[i].second.local),
+                to_doubles(testing::expected_local(ts[i].logical, ts[i].spec(r))))
+          << ts[i].name << " rank " << r;
+    for (int k = 0; k < 3; ++k) {
+      // Piece k of n local elements, overlapping its neighbours by one (loads may).
+      auto piece = [k](int64_t n) {
+        return std::pair<int64_t, int64_t>{n * k / 3 - (k > 0), n * (k + 1) / 3 + (k < 2)};
+      };
+      CheckpointParts pieces;
+      for (const auto& t : ts) {
+        const nn::ParamSpec s = t.spec(r);
+        const auto [lo, hi] = piece(shape_numel(nn::local_shape(s)));
+        pieces.model.emplace_back(
+            t.name, box_part(t.logical.sizes(), DType::F32, nn::local_range_boxes(s, lo, hi),
+                             zeros({hi - lo})));
+      }
+      load_checkpoint(path, pieces, lone);
+      for (size_t i = 0; i < ts.size(); ++i) {
+        Tensor local = testing::expected_local(ts[i].logical, ts[i].spec(r));
+        const auto [lo, hi] = piece(local.numel());
+        Tensor want = local.reshape({local.numel()}).narrow(0, lo, hi - lo);
+        EXPECT_EQ(to_doubles(pieces.model[i].second.local), to_doubles(want))
+            << ts[i].name << " rank " << r << " piece " << k;
+      }
+    }
+  }
+}
+
+TEST_F(CheckpointTest, BoxPartsThatMissOrRepeatElementsAreRefused) {
+  LoneCommunicator lone;
+  const std::string path = checkpoint_path(dir_.string(), 3);
+  Tensor w = uniform({4, 6}, 41);
+  CheckpointParts good;
+  good.model = {{"w", whole_part(w)}};
+  save_checkpoint(path, good, lone);
+
+  // A gap: one shard of two.
+  nn::ParamSpec half = testing::split_spec({4, 6}, 1, 1, 0, 2);
+  CheckpointParts gap;
+  gap.model = {{"w", shard_part(half, zeros({4, 3}))}};
+  std::string msg = error_of([&] { save_checkpoint(path, gap, lone); });
+  EXPECT_NE(msg.find("'w'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("hold 12 elements in all but it has 24"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("cover"), std::string::npos) << msg;
+
+  // Boxes of one part that overlap, and a box outside the tensor.
+  CheckpointParts overlap;
+  overlap.model = {
+      {"w", box_part({4, 6}, DType::F32, {Box{{0, 0}, {3, 6}}, Box{{2, 0}, {2, 6}}}, zeros({30}))}};
+  msg = error_of([&] { save_checkpoint(path, overlap, lone); });
+  EXPECT_NE(msg.find("'w'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("boxes [0:3, 0:6] and [2:4, 0:6] overlap"), std::string::npos) << msg;
+  CheckpointParts outside;
+  outside.model = {{"w", box_part({4, 6}, DType::F32, {Box{{0, 0}, {5, 6}}}, zeros({30}))}};
+  msg = error_of([&] { load_checkpoint(path, outside, lone); });
+  EXPECT_NE(msg.find("box [0:5, 0:6] does not lie in shape (4, 6)"), std::string::npos) << msg;
+
+  // A local tensor that is not the spec's local shape, or holds too few elements.
+  msg = error_of([&] {
+    CheckpointParts wrong;
+    wrong.model = {{"w", shard_part(half, zeros({4, 6}))}};
+    load_checkpoint(path, wrong, lone);
+  });
+  EXPECT_NE(msg.find("is not the local shape (4, 3)"), std::string::npos) << msg;
+  msg = error_of([&] {
+    CheckpointParts few;
+    few.model = {{"w", box_part({4, 6}, DType::F32, {Box{{0, 0}, {2, 6}}}, zeros({10}))}};
+    load_checkpoint(path, few, lone);
+  });
+  EXPECT_NE(msg.find("has 10 elements for boxes of 12"), std::string::npos) << msg;
+
+  // A group of several that is not MPI cannot run parallel HDF5.
+  LoneCommunicator pair(2);
+  msg = error_of([&] { save_checkpoint(path, good, pair); });
+  EXPECT_NE(msg.find("needs an MPI communicator"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'lone'"), std::string::npos) << msg;
+
+  // Nothing of the refused saves reached the file.
+  CheckpointData check;
+  check.model = {{"w", zeros({4, 6})}};
+  load_checkpoint(path, check);
+  EXPECT_EQ(to_doubles(check.model[0].second), to_doubles(w));
+  for (const auto& entry : fs::directory_iterator(dir_))
+    EXPECT_EQ(entry.path().filename().string().find(".tmp."), std::string::npos) << entry.path();
 }
 
 }  // namespace
