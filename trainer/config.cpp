@@ -138,6 +138,7 @@ bool valid_device_name(const std::string& s) {
   const std::string n = s.rfind("cuda:", 0) == 0 ? s.substr(5) : "";
   return !n.empty() && n.size() <= 4 && n.find_first_not_of("0123456789") == std::string::npos;
 }
+}  // namespace
 
 void require(bool present, const char* field) {
   KEEL_CHECK(present, "config: ", field, " is missing");
@@ -145,7 +146,6 @@ void require(bool present, const char* field) {
 void check(bool ok, const char* field, const std::string& why) {
   KEEL_CHECK(ok, "config: ", field, " ", why);
 }
-}  // namespace
 
 void validate_config(const config::Config& c) {
   const auto& d = c.data();

@@ -25,4 +25,9 @@ void apply_override(config::Config& cfg, const std::string& assignment);
 void validate_config(const config::Config& cfg);
 std::string config_to_text(const config::Config& cfg);
 
+// The refusals every section's check makes (the trainer's and each
+// family's): "config: <field> is missing" and "config: <field> <why>".
+void require(bool present, const char* field);
+void check(bool ok, const char* field, const std::string& why);
+
 }  // namespace keel::trainer

@@ -5,14 +5,8 @@
 
 namespace keel::gpt {
 
-namespace {
-void require(bool present, const char* field) {
-  KEEL_CHECK(present, "config: ", field, " is missing");
-}
-void check(bool ok, const char* field, const std::string& why) {
-  KEEL_CHECK(ok, "config: ", field, " ", why);
-}
-}  // namespace
+using trainer::check;
+using trainer::require;
 
 void validate_config(const config::Config& cfg) {
   const auto& m = cfg.model().gpt();
