@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "recipes/gpt/gpt.h"
+#include "recipes/recipe.h"
 #include "tests/testing/gradcheck.h"
 #include "trainer/optim.h"
 
@@ -191,17 +192,20 @@ class GptGoldenTest : public ::testing::Test {
     ASSERT_GE(file_->id(), 0) << "cannot open " << kGoldenPath;
     const hid_t f = file_->id();
 
-    cfg_.vocab_size = read_int_attr(f, "vocab_size");
-    cfg_.padded_vocab_size = read_int_attr(f, "padded_vocab_size");
-    cfg_.block_size = read_int_attr(f, "block_size");
-    cfg_.n_layer = read_int_attr(f, "n_layer");
-    cfg_.n_head = read_int_attr(f, "n_head");
-    cfg_.n_embd = read_int_attr(f, "n_embd");
-    cfg_.dropout = 0.0;
-    cfg_.bias = true;
+    // Built as every model is, through the family registry from a config.
+    std::string text = "model { gpt { dropout: 0 bias: true";
+    for (const char* field :
+         {"vocab_size", "padded_vocab_size", "block_size", "n_layer", "n_head", "n_embd"})
+      text += std::string(" ") + field + ": " + std::to_string(read_int_attr(f, field));
+    text +=
+        " } }\ndata { shards { train_files: 'unused.bin' } batch_size: 1 seq_len: 1 }\n"
+        "train { steps: 1 seed: 1 }\n";  // weights replaced from /init below
+    recipe_ = recipes::make_recipe(trainer::parse_config(text, "golden config"), ctx_);
+    model_ = std::dynamic_pointer_cast<GPT>(recipe_.module);
+    ASSERT_TRUE(model_) << "the gpt recipe did not build a gpt::GPT";
+    cfg_ = model_->config();
     ASSERT_EQ(cfg_.vocab_size, 96);
     ASSERT_EQ(cfg_.padded_vocab(), 128);
-    model_ = std::make_unique<GPT>(cfg_, /*seed=*/1);  // weights replaced from /init below
 
     // /init holds exactly keel's parameters, by name and shape.
     nn::NamedTensors init;
@@ -226,8 +230,15 @@ class GptGoldenTest : public ::testing::Test {
   Dataset ref(const std::string& name) const { return read_floats(file_->id(), name); }
 
   std::unique_ptr<H5File> file_;
+  // The loss the trainer would call: the recipe's, on a batch of named tensors.
+  Tensor loss() const {
+    return recipe_.loss(trainer::Batch{{{"inputs", ids_}, {"targets", targets_}}}).loss;
+  }
+
+  parallel::ParallelContext ctx_;
+  recipes::Recipe recipe_;
   GptConfig cfg_;
-  std::unique_ptr<GPT> model_;
+  std::shared_ptr<GPT> model_;
   Tensor ids_, targets_;
 };
 
@@ -254,7 +265,7 @@ TEST_F(GptGoldenTest, ForwardAndGradientsMatchPyTorch) {
   Doubles got_logits = to_doubles(logits);
   EXPECT_TRUE(all_close(got_logits, ref_logits.values, kLogitsRtol, kLogitsAtol)) << "logits";
 
-  Tensor loss = model_->loss(ids_, targets_);
+  Tensor loss = this->loss();
   const double ref_loss = ref("/ref/loss").values.at(0);
   EXPECT_NEAR(loss.item(), ref_loss, kLossAtol) << "loss";
   loss.backward();
@@ -292,7 +303,7 @@ TEST_F(GptGoldenTest, AdamWTrajectoryMatchesPyTorch) {
   Doubles losses, norms;
   for (int64_t s = 0; s < steps; ++s) {
     model_->zero_grad();
-    Tensor loss = model_->loss(ids_, targets_);
+    Tensor loss = this->loss();
     loss.backward();
     const double norm = trainer::global_grad_norm(params);
     opt.step(oc.lr, trainer::clip_coefficient(norm, max_norm));
