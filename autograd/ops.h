@@ -150,10 +150,13 @@ Tensor attention_unfused(const Tensor& q, const Tensor& k, const Tensor& v, bool
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
 // ---- activation recomputation (autograd/checkpoint.cpp) ----
-// Runs fn without keeping its intermediates; backward reruns fn (with the
-// same random stream position) to rebuild them. Parameters fn uses get
-// their gradients as usual.
+// Runs fn without keeping its intermediates; backward reruns fn to rebuild
+// them, with every random stream fn draws from back at its position of the
+// forward (the default generator and each of `generators`, as Megatron's
+// checkpoint restores its RNG tracker's), so dropout replays its masks.
+// Parameters fn uses get their gradients as usual.
 using CheckpointFn = std::function<std::vector<Tensor>(const std::vector<Tensor>&)>;
-std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs);
+std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs,
+                               const std::vector<Generator*>& generators = {});
 
 }  // namespace keel

@@ -7,12 +7,16 @@ constexpr Axis kAxes[] = {Axis::DP, Axis::CP, Axis::EP, Axis::TP};
 }
 
 ParallelContext::ParallelContext(Communicator& world, const MeshShape& shape, Device device)
-    : mesh_(std::make_unique<Mesh>(world, shape)), device_(device) {}
+    : mesh_(std::make_unique<Mesh>(world, shape)), device_(device) {
+  seed(0);  // distinct keys from the start, not only once a trainer seeds
+}
 
 ParallelContext::ParallelContext(Device device)
     : own_world_(local_world(Device::cpu())),
       mesh_(std::make_unique<Mesh>(*own_world_, MeshShape{})),
-      device_(device) {}
+      device_(device) {
+  seed(0);
+}
 
 ParallelContext::~ParallelContext() = default;
 

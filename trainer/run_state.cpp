@@ -35,6 +35,8 @@ void save_run(const std::string& path, int64_t step, const config::Config& cfg, 
                  {"rng_offset", int64_t(rng.offset())},
                  {"rng_mp_seed", int64_t(mp.seed())},
                  {"rng_mp_offset", int64_t(mp.offset())},
+                 {"rng_default_seed", int64_t(default_generator().seed())},
+                 {"rng_default_offset", int64_t(default_generator().offset())},
                  {"optim_steps", s.optimizer.steps_taken()},
                  {"loss_scale_clean_steps", s.scaler.clean_steps()}};
   for (const auto& e : data_meta(s.data.position())) ck.meta_int.push_back(e);
@@ -48,10 +50,8 @@ int64_t load_run(const std::string& path, const config::Config& cfg, RunState& s
   CheckpointParts ck;
   ck.model = model_parts(s.model, s.ctx, false);
   ck.optim = s.optimizer.state_parts(false);
-  ck.meta_int = {{"rng_seed", 0},
-                 {"rng_offset", 0},
-                 {"rng_mp_seed", 0},
-                 {"rng_mp_offset", 0},
+  ck.meta_int = {{"rng_seed", 0},      {"rng_offset", 0},       {"rng_mp_seed", 0},
+                 {"rng_mp_offset", 0}, {"rng_default_seed", 0}, {"rng_default_offset", 0},
                  {"optim_steps", 0}};
   const NamedInts data = data_meta(s.data.position());
   for (const auto& e : data) ck.meta_int.push_back(e);
@@ -66,6 +66,8 @@ int64_t load_run(const std::string& path, const config::Config& cfg, RunState& s
   s.ctx.rng(parallel::RngRegion::ModelParallel)
       .set_state(uint64_t(value_of(ck.meta_int, "rng_mp_seed")),
                  uint64_t(value_of(ck.meta_int, "rng_mp_offset")));
+  default_generator().set_state(uint64_t(value_of(ck.meta_int, "rng_default_seed")),
+                                uint64_t(value_of(ck.meta_int, "rng_default_offset")));
   NamedInts position;
   for (const auto& [name, v] : data)
     position.emplace_back(name.substr(5), value_of(ck.meta_int, name));

@@ -257,6 +257,10 @@ TrainResult train(const config::Config& cfg, const Workload& work, parallel::Par
   LrSchedule schedule{oc.lr(), cfg.schedule().warmup_steps(), tc.steps(), cfg.schedule().decay(),
                       cfg.schedule().min_lr_ratio()};
   ctx.seed(tc.seed());
+  // Layers built without the context's streams draw from the process
+  // default generator: it is seeded and checkpointed as well, so they too
+  // resume exactly.
+  manual_seed(tc.seed());
   RunState state{model, *optimizer, *data, scaler, ctx};
   RunLog log(cfg, ctx.lead(), opt.out);
 

@@ -37,6 +37,8 @@ Tensor Block::forward(const Tensor& x) const {
 }
 
 GPT::GPT(const GptConfig& cfg, uint64_t seed, const nn::DropoutStreams& rng) : cfg_(cfg) {
+  for (Generator* g : {rng.replicated, rng.model_parallel})
+    if (g) streams_.push_back(g);
   cfg_.validate();
   Generator gen(seed);
   wte = register_module(
@@ -62,7 +64,7 @@ Tensor GPT::hidden(const Tensor& ids) const {
       const Block* b = block.get();
       x = checkpoint(
           [b](const std::vector<Tensor>& in) { return std::vector<Tensor>{b->forward(in[0])}; },
-          {x})[0];
+          {x}, streams_)[0];  // the recompute replays the block's dropout masks
     } else {
       x = block->forward(x);
     }

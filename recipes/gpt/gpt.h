@@ -58,6 +58,7 @@ class GPT : public nn::Module {
  private:
   Tensor hidden(const Tensor& ids) const;  // (B, T, C) after ln_f
   GptConfig cfg_;
+  std::vector<Generator*> streams_;  // rng's generators, replayed by recomputed blocks
 };
 
 }  // namespace keel::gpt

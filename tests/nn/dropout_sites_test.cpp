@@ -101,27 +101,45 @@ TEST(DropoutSites, ResidualDropoutsMaskTheBranchOutputs) {
 
 // Activation recomputation replays every site's mask (the attention
 // probabilities' included): the gradients equal the stored run's.
+// With the default generator and with a training context's two streams (as
+// the recipe builds GPT): the recomputed blocks draw the forward's masks,
+// and every stream ends where the plain model's does.
 TEST(DropoutSites, CheckpointedBlocksReplayEveryMask) {
   const Tensor ids = tiny_ids();
-  gpt::GptConfig c = tiny(0.3);
-  gpt::GPT plain(c, 1);
-  c.checkpoint_activations = true;
-  gpt::GPT ckpt(c, 1);
-  std::vector<Doubles> grads[2];
-  double losses[2];
-  int i = 0;
-  for (gpt::GPT* m : {&plain, &ckpt}) {
-    manual_seed(5);
-    Tensor loss = m->loss(ids, ids);
-    loss.backward();
-    losses[i] = loss.item();
-    for (const Tensor& p : m->parameters()) grads[i].push_back(testing::to_doubles(p.grad()));
-    ++i;
+  for (bool streams : {false, true}) {
+    SCOPED_TRACE(streams ? "context streams" : "default generator");
+    Generator rep[2] = {Generator(5), Generator(5)}, mp[2] = {Generator(6), Generator(6)};
+    gpt::GptConfig c = tiny(0.3);
+    auto rng = [&](int i) {
+      return streams ? nn::DropoutStreams{&rep[i], &mp[i]} : nn::DropoutStreams{};
+    };
+    gpt::GPT plain(c, 1, rng(0));
+    c.checkpoint_activations = true;
+    gpt::GPT ckpt(c, 1, rng(1));
+    std::vector<Doubles> grads[2];
+    double losses[2];
+    uint64_t offsets[2][3];
+    int i = 0;
+    for (gpt::GPT* m : {&plain, &ckpt}) {
+      manual_seed(5);
+      Tensor loss = m->loss(ids, ids);
+      loss.backward();
+      losses[i] = loss.item();
+      for (const Tensor& p : m->parameters()) grads[i].push_back(testing::to_doubles(p.grad()));
+      offsets[i][0] = default_generator().offset();
+      offsets[i][1] = rep[i].offset();
+      offsets[i][2] = mp[i].offset();
+      ++i;
+    }
+    EXPECT_EQ(losses[0], losses[1]);
+    ASSERT_EQ(grads[0].size(), grads[1].size());
+    // The recomputed forward is the same arithmetic: exact.
+    for (size_t k = 0; k < grads[0].size(); ++k) EXPECT_EQ(grads[0][k], grads[1][k]) << k;
+    for (int s = 0; s < 3; ++s) EXPECT_EQ(offsets[0][s], offsets[1][s]) << "stream " << s;
+    if (streams) {
+      EXPECT_GT(offsets[0][2], 0u) << "attention dropout drew from the mp stream";
+    }
   }
-  EXPECT_EQ(losses[0], losses[1]);
-  ASSERT_EQ(grads[0].size(), grads[1].size());
-  // The recomputed forward is the same arithmetic: exact.
-  for (size_t k = 0; k < grads[0].size(); ++k) EXPECT_EQ(grads[0][k], grads[1][k]) << k;
 }
 
 // Under a DropoutShardGuard, rank r's rows of the batch get the serial

@@ -62,6 +62,8 @@ TEST(ParallelContext, AxisGroupsHoldTheRanksThatShareTheOtherCoordinates) {
 TEST(ParallelContext, RngStreamsAreSeededAlikeOnEveryRankWithDistinctKeys) {
   auto world = mpi_world();
   ParallelContext ctx(*world, MeshShape{world->size()});
+  // Distinct keys before any seed() too.
+  EXPECT_NE(ctx.rng(RngRegion::Replicated).seed(), ctx.rng(RngRegion::ModelParallel).seed());
   ctx.seed(42);
   Generator& a = ctx.rng(RngRegion::Replicated);
   Generator& b = ctx.rng(RngRegion::ModelParallel);

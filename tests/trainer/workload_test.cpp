@@ -9,6 +9,7 @@
 #include <iterator>
 #include <sstream>
 
+#include "nn/layers.h"
 #include "tests/testing/gradcheck.h"
 #include "tests/testing/temp_dir.h"
 #include "trainer/checkpoint.h"
@@ -19,13 +20,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Its dropout (on the inputs) has no stream of its own: it draws from the
+// process default generator, which the trainer seeds and checkpoints too.
 class Affine : public nn::Module {
  public:
   explicit Affine(uint64_t seed) {
     Generator gen(seed);
     w = register_parameter("w", nn::init_normal({4, 1}, 0.5, gen), /*weight_decay=*/true);
+    drop = register_module("drop", std::make_shared<nn::Dropout>(0.1));
   }
   Tensor w;
+  std::shared_ptr<nn::Dropout> drop;
 };
 
 // Batch k: x (8, 4) drawn from Philox at offset k, y = x . (1, -2, 3, 0.5).
@@ -55,7 +60,7 @@ trainer::Workload regression(uint64_t seed) {
   trainer::Workload w;
   w.module = model;
   w.loss = [model](const trainer::Batch& b) {
-    Tensor err = sub(keel::matmul(b.at("x"), model->w), b.at("y"));  // (8, 1)
+    Tensor err = sub(keel::matmul(model->drop->forward(b.at("x")), model->w), b.at("y"));  // (8, 1)
     trainer::LossOutput out{mean(square(err)), {}};
     out.metrics.emplace_back("abs_err", mean(keel::abs(err)).item());
     return out;
@@ -100,7 +105,8 @@ TEST_F(WorkloadTest, AnyWorkloadTrainsLogsItsMetricsAndResumesExactly) {
   std::vector<double> straight_w, resumed_w;
   trainer::TrainResult straight = run(config(), {}, &straight_w);
   ASSERT_EQ(straight.losses.size(), 60u);
-  EXPECT_LT(straight.losses.back(), 1e-2 * straight.losses.front()) << "the regression did not fit";
+  // The inputs' dropout leaves a noise floor (measured: the loss falls ~55x).
+  EXPECT_LT(straight.losses.back(), 5e-2 * straight.losses.front()) << "the regression did not fit";
   // Adam at a constant lr of 5e-2 still hovers around the optimum after 60
   // steps (measured: 0.11 off); well inside the initial error of ~2.
   EXPECT_NEAR(straight_w[1], -2.0, 0.25);
@@ -117,7 +123,9 @@ TEST_F(WorkloadTest, AnyWorkloadTrainsLogsItsMetricsAndResumesExactly) {
     if (t.name == "/meta/data_k") found = t.value == "30";
   EXPECT_TRUE(found) << "no /meta/data_k = 30 in " << ckpt;
 
-  // Resumed at step 30 from there: the same batches, the same losses.
+  // Resumed at step 30 from there, in what could be a fresh process (the
+  // default generator elsewhere): the same batches and masks, the same losses.
+  manual_seed(12345);
   trainer::TrainOptions resume;
   resume.resume = ckpt;
   trainer::TrainResult second =
