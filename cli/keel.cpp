@@ -167,7 +167,11 @@ Loaded load_model(const std::string& where, const std::vector<std::string>& sets
   // One process, whatever layout wrote the checkpoint: it holds full tensors.
   l.cfg.mutable_parallel()->Clear();
   l.ctx = std::make_unique<parallel::ParallelContext>(device);
-  l.recipe = recipes::make_recipe(l.cfg, *l.ctx);
+  try {
+    l.recipe = recipes::make_recipe(l.cfg, *l.ctx);
+  } catch (const Error& e) {
+    throw Error(std::string(e.what()) + " (the config stored in " + l.path + ")");
+  }
   trainer::CheckpointData ck;
   ck.model = l.recipe.module->state_dict();
   trainer::load_checkpoint(l.path, ck);

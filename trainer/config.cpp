@@ -3,6 +3,7 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <fstream>
 #include <sstream>
@@ -87,6 +88,14 @@ void apply_override(config::Config& cfg, const std::string& assignment) {
     if (i + 1 < names.size()) {
       KEEL_CHECK(f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE && !f->is_repeated(),
                  "--set ", assignment, ": '", walked, "' is not a section");
+      // Entering one section of a oneof (model.gpt, data.shards) would
+      // silently drop another that the config already holds.
+      if (const pb::OneofDescriptor* o = f->containing_oneof()) {
+        const pb::FieldDescriptor* held = r->GetOneofFieldDescriptor(*msg, o);
+        KEEL_CHECK(held == nullptr || held == f, "--set ", assignment, ": the config's ",
+                   walked.substr(0, walked.rfind('.')), " holds '", held ? held->name() : "",
+                   "', and only one ", o->name(), " section can be set");
+      }
       msg = r->MutableMessage(msg, f);
       continue;
     }
@@ -218,6 +227,80 @@ void validate_config(const config::Config& c) {
   const auto& k = c.checkpoint();
   check(k.every() >= 0, "checkpoint.every", "must be >= 0");
   check(k.keep_last() >= 1, "checkpoint.keep_last", "must be >= 1");
+}
+
+namespace {
+
+// Copies every set field of `from` into the field of the same name of `to`
+// (same type; repeated fields appended), except those in `skip`.
+void copy_fields(const pb::Message& from, pb::Message& to, const std::vector<std::string>& skip) {
+  const pb::Reflection* rf = from.GetReflection();
+  const pb::Reflection* rt = to.GetReflection();
+  std::vector<const pb::FieldDescriptor*> set;
+  rf->ListFields(from, &set);
+  for (const pb::FieldDescriptor* f : set) {
+    if (std::find(skip.begin(), skip.end(), f->name()) != skip.end()) continue;
+    const pb::FieldDescriptor* t = to.GetDescriptor()->FindFieldByName(f->name());
+    KEEL_ASSERT(t && t->cpp_type() == f->cpp_type(), f->full_name());
+    if (f->is_repeated()) {
+      KEEL_ASSERT(f->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING, f->full_name());
+      for (int i = 0; i < rf->FieldSize(from, f); ++i)
+        rt->AddString(&to, t, rf->GetRepeatedString(from, f, i));
+      continue;
+    }
+    switch (f->cpp_type()) {
+      case pb::FieldDescriptor::CPPTYPE_INT64:
+        rt->SetInt64(&to, t, rf->GetInt64(from, f));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+        rt->SetDouble(&to, t, rf->GetDouble(from, f));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_BOOL:
+        rt->SetBool(&to, t, rf->GetBool(from, f));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_STRING:
+        rt->SetString(&to, t, rf->GetString(from, f));
+        break;
+      default:
+        KEEL_ASSERT(false, f->full_name());
+    }
+  }
+}
+
+config::Config migrate(const config::LegacyConfig& old) {
+  config::Config c;
+  KEEL_CHECK(old.model().family() == "gpt" || !old.model().has_family(), "config: model.family '",
+             old.model().family(), "' is not a known family (gpt)");
+  copy_fields(old.model(), *c.mutable_model()->mutable_gpt(), {"family", "checkpoint_activations"});
+  if (old.model().has_checkpoint_activations())
+    c.mutable_model()->set_checkpoint_activations(old.model().checkpoint_activations());
+  copy_fields(old.data(), *c.mutable_data()->mutable_shards(),
+              {"batch_size", "seq_len", "tokenizer", "assets_dir"});
+  copy_fields(old.data(), *c.mutable_data(), {"train_files", "val_files"});
+  c.mutable_task()->mutable_causal_lm();
+  // The trainer's sections are the same messages in both layouts.
+  for (const char* section : {"optim", "schedule", "train", "parallel", "checkpoint", "logging"}) {
+    const pb::FieldDescriptor* f = old.GetDescriptor()->FindFieldByName(section);
+    if (!old.GetReflection()->HasField(old, f)) continue;
+    const pb::FieldDescriptor* t = c.GetDescriptor()->FindFieldByName(section);
+    c.GetReflection()->MutableMessage(&c, t)->CopyFrom(old.GetReflection()->GetMessage(old, f));
+  }
+  return c;
+}
+
+}  // namespace
+
+config::Config parse_checkpoint_config(const std::string& text, const std::string& source) {
+  try {
+    return parse_config(text, source);
+  } catch (const Error&) {
+    config::LegacyConfig old;
+    pb::TextFormat::Parser parser;
+    Collector quiet(source);
+    parser.RecordErrorsTo(&quiet);
+    if (!parser.ParseFromString(text, &old)) throw;  // neither layout: today's error
+    return migrate(old);
+  }
 }
 
 std::string config_to_text(const config::Config& cfg) {

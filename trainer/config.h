@@ -25,6 +25,13 @@ void apply_override(config::Config& cfg, const std::string& assignment);
 void validate_config(const config::Config& cfg);
 std::string config_to_text(const config::Config& cfg);
 
+// A checkpoint's /meta/config text: today's layout, or the flat GPT-only
+// layout of checkpoints written before per-family sections, migrated
+// (model.<f> -> model.gpt.<f>, data.train_files / val_files ->
+// data.shards.*), so those checkpoints still evaluate, sample and resume.
+// Otherwise the error today's parser gives.
+config::Config parse_checkpoint_config(const std::string& text, const std::string& source);
+
 // The refusals every section's check makes (the trainer's and each
 // family's): "config: <field> is missing" and "config: <field> <why>".
 void require(bool present, const char* field);

@@ -246,7 +246,7 @@ std::unique_ptr<Optimizer> make_optimizer(const config::Config& cfg, nn::Module&
                                           ParallelContext& ctx) {
   // ZeRO over one rank would shard nothing: it is plain AdamW.
   const bool several = ctx.host(group_axes(nn::GradGroup::DataParallel)).size() > 1;
-  if (cfg.parallel().zero_stage() == 1 && several)
+  if (cfg.parallel().zero_stage() == 1 && several && !model.named_parameters().empty())
     return std::make_unique<ZeroAdamW>(cfg, model, ctx);
   return std::make_unique<ReplicatedAdamW>(cfg, model, ctx);
 }

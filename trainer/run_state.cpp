@@ -47,12 +47,19 @@ void save_run(const std::string& path, int64_t step, const config::Config& cfg, 
 int64_t load_run(const std::string& path, const config::Config& cfg, RunState& s) {
   const bool resume_scaler =
       cfg.train().precision() == "fp16" && checkpoint_config(path).train().precision() == "fp16";
+  // Checkpoints written before the context's RNG streams hold one
+  // generator's state (rng_seed/offset, the default generator's then).
+  bool streams = false;
+  for (const TensorInfo& t : list_checkpoint(path))
+    streams = streams || t.name == "/meta/rng_mp_seed";
   CheckpointParts ck;
   ck.model = model_parts(s.model, s.ctx, false);
   ck.optim = s.optimizer.state_parts(false);
-  ck.meta_int = {{"rng_seed", 0},      {"rng_offset", 0},       {"rng_mp_seed", 0},
-                 {"rng_mp_offset", 0}, {"rng_default_seed", 0}, {"rng_default_offset", 0},
-                 {"optim_steps", 0}};
+  ck.meta_int = {{"rng_seed", 0}, {"rng_offset", 0}, {"optim_steps", 0}};
+  if (streams)
+    for (const char* key :
+         {"rng_mp_seed", "rng_mp_offset", "rng_default_seed", "rng_default_offset"})
+      ck.meta_int.emplace_back(key, 0);
   const NamedInts data = data_meta(s.data.position());
   for (const auto& e : data) ck.meta_int.push_back(e);
   if (resume_scaler) {
@@ -60,14 +67,22 @@ int64_t load_run(const std::string& path, const config::Config& cfg, RunState& s
     ck.meta_float.emplace_back("loss_scale", 0.0);
   }
   load_checkpoint(path, ck, s.ctx.world());
-  s.ctx.rng(parallel::RngRegion::Replicated)
-      .set_state(uint64_t(value_of(ck.meta_int, "rng_seed")),
-                 uint64_t(value_of(ck.meta_int, "rng_offset")));
-  s.ctx.rng(parallel::RngRegion::ModelParallel)
-      .set_state(uint64_t(value_of(ck.meta_int, "rng_mp_seed")),
-                 uint64_t(value_of(ck.meta_int, "rng_mp_offset")));
-  default_generator().set_state(uint64_t(value_of(ck.meta_int, "rng_default_seed")),
-                                uint64_t(value_of(ck.meta_int, "rng_default_offset")));
+  const auto seed = uint64_t(value_of(ck.meta_int, "rng_seed"));
+  const auto offset = uint64_t(value_of(ck.meta_int, "rng_offset"));
+  s.ctx.rng(parallel::RngRegion::Replicated).set_state(seed, offset);
+  if (streams) {
+    s.ctx.rng(parallel::RngRegion::ModelParallel)
+        .set_state(uint64_t(value_of(ck.meta_int, "rng_mp_seed")),
+                   uint64_t(value_of(ck.meta_int, "rng_mp_offset")));
+    default_generator().set_state(uint64_t(value_of(ck.meta_int, "rng_default_seed")),
+                                  uint64_t(value_of(ck.meta_int, "rng_default_offset")));
+  } else {
+    // The model-parallel stream as a fresh run seeds it; the others where
+    // the one generator was.
+    s.ctx.seed(seed);
+    s.ctx.rng(parallel::RngRegion::Replicated).set_state(seed, offset);
+    default_generator().set_state(seed, offset);
+  }
   NamedInts position;
   for (const auto& [name, v] : data)
     position.emplace_back(name.substr(5), value_of(ck.meta_int, name));

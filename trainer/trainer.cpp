@@ -218,12 +218,13 @@ config::Config checkpoint_config(const std::string& path) {
   CheckpointData meta;
   meta.meta_text = {{"config", ""}};
   load_checkpoint(path, meta);
-  return parse_config(meta.meta_text[0].second, path + ":/meta/config");
+  return parse_checkpoint_config(meta.meta_text[0].second, path + ":/meta/config");
 }
 
 double evaluate(const config::Config& cfg, const Workload& work, parallel::ParallelContext& ctx,
                 int64_t batches) {
-  KEEL_CHECK(work.has_val(), "evaluate: the config names no validation data");
+  KEEL_CHECK(work.has_val(), "evaluate: the config names no validation data",
+             " (token shards: data.shards.val_files, e.g. --set data.shards.val_files=val.bin)");
   std::unique_ptr<DataSource> val = work.data(Split::Val);
   nn::Module& model = *work.module;
   const bool was_training = model.is_training();

@@ -30,7 +30,9 @@ using Metrics = std::vector<std::pair<std::string, double>>;
 
 // A stream of batches. The position is saved in checkpoints (as
 // /meta/data_<name>) and restored on resume, so a resumed run sees the
-// batches the unbroken run would have.
+// batches the unbroken run would have. It is one value for the whole run,
+// the same on every rank (each rank reads its rows of the same global
+// batch): a collective save refuses metadata that differs between ranks.
 class DataSource {
  public:
   virtual ~DataSource() = default;

@@ -6,7 +6,8 @@
 // (each rank's shard against its box of the serial gradient), the gradient
 // norm (each logical element counted once), the losses of a whole run, and
 // the final weights as the run's layout-free checkpoint holds them; a
-// checkpoint saved by the sharded run resumes in one process.
+// checkpoint saved by the sharded run resumes in one process, and one saved
+// by a single process resumes sharded.
 //
 // Tolerances: sharding changes only fp32 summation order (the loss is a sum
 // of per-rank partial sums; the scale's gradient is all-reduced over tp).
@@ -217,6 +218,19 @@ TEST_F(ShardedTraining, RunsEqualSerialAndTheirCheckpointsResumeInOneProcess) {
     EXPECT_EQ(rest.start_step, 3);
     const std::vector<double> tail(want.losses.begin() + 3, want.losses.end());
     EXPECT_TRUE(all_close(rest.losses, tail, kRtol, 0)) << "resumed losses";
+
+    // And the other way: rank 0's serial checkpoint at step 3, resumed by
+    // dp x tp, continues with the serial losses.
+    world_->barrier();  // rank 0's serial run has written it
+    trainer::TrainOptions into = opt;
+    into.resume =
+        trainer::checkpoint_path((dir_->path() / (tag + "_serial_rank0") / "ckpt").string(), 3);
+    auto ctx2 = mesh();
+    trainer::Workload sharded_again = regression(*ctx2);
+    const auto split =
+        trainer::train(config(tag + "_into", sharded(zero)), sharded_again, *ctx2, into);
+    EXPECT_EQ(split.start_step, 3);
+    EXPECT_TRUE(all_close(split.losses, tail, kRtol, 0)) << "losses resumed into dp x tp";
     world_->barrier();
   }
 }

@@ -338,3 +338,92 @@ TEST(Config, ShippedConfigsValidate) {
 
 }  // namespace
 }  // namespace keel
+
+namespace keel {
+namespace {
+
+// The flat layout of keel's first checkpoints, for the same run as config_text().
+std::string legacy_text(const std::string& today) {
+  std::string s = today;
+  auto replace = [&](const std::string& a, const std::string& b) {
+    const size_t at = s.find(a);
+    ASSERT_NE(at, std::string::npos) << a;
+    s.replace(at, a.size(), b);
+  };
+  replace("model { gpt { ", "model { family: 'gpt' ");
+  replace(" } }\n", " }\n");
+  replace("data { shards { train_files", "data { train_files");
+  replace("' } batch_size", "' batch_size");
+  return s;
+}
+
+// A checkpoint written before per-family sections and the context's RNG
+// streams (flat config text, one generator's state) still gives its config,
+// evaluates, and resumes into the steps the unbroken run took.
+TEST_F(TrainerTest, CheckpointsOfTheFlatLayoutStillLoadAndResume) {
+  const std::vector<std::string> sets = {"model.gpt.dropout=0", "checkpoint.every=0"};
+  config::Config cfg = trainer::parse_config(config_text(), "test", sets);
+  auto straight = run(cfg, {});
+  ASSERT_EQ(straight.losses.size(), 8u);
+  trainer::TrainOptions first;
+  first.stop_after = 4;
+  config::Config cfg2 = cfg;
+  cfg2.mutable_checkpoint()->set_dir((dir_ / "ckpt2").string());
+  const std::string today = run(cfg2, first).last_checkpoint;
+
+  // The same checkpoint as keel wrote it before: everything from today's,
+  // the config in the flat layout, one generator's state.
+  parallel::ParallelContext ctx;
+  recipes::Recipe r = recipes::make_recipe(cfg, ctx);
+  trainer::CheckpointData ck;
+  ck.model = r.module->state_dict();
+  trainer::AdamW adamw(r.module->named_parameters(), r.module->decayed_parameter_names(), {});
+  ck.optim = adamw.state();
+  ck.meta_int = {{"rng_seed", 0},
+                 {"rng_offset", 0},
+                 {"data_shard", 0},
+                 {"data_offset", 0},
+                 {"data_epoch", 0},
+                 {"optim_steps", 0},
+                 {"loss_scale_clean_steps", 0}};
+  ck.meta_float = {{"loss_scale", 0.0}};
+  trainer::load_checkpoint(today, ck);
+  const std::string flat = legacy_text(config_text());
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  ck.meta_text = {{"config", flat}, {"tokenizer", "byte"}};
+  const std::string old = (dir_ / "old" / "step_00000004.h5").string();
+  fs::create_directories(dir_ / "old");
+  trainer::save_checkpoint(old, ck);
+
+  // Its config reads as today's.
+  config::Config migrated = trainer::checkpoint_config(old);
+  config::Config want = trainer::parse_config(config_text(), "test");
+  want.mutable_task()->mutable_causal_lm();  // the old layout's only task, now said
+  EXPECT_EQ(trainer::config_to_text(migrated), trainer::config_to_text(want));
+  // It evaluates as the checkpoint it came from.
+  auto val_of = [&](const std::string& path) {
+    parallel::ParallelContext c;
+    recipes::Recipe m = recipes::make_recipe(trainer::checkpoint_config(path), c);
+    trainer::CheckpointData weights;
+    weights.model = m.module->state_dict();
+    trainer::load_checkpoint(path, weights);
+    return trainer::evaluate(trainer::checkpoint_config(path), m, c, 2);
+  };
+  EXPECT_EQ(val_of(old), val_of(today));
+  // And resumes into the unbroken run's steps 5..8 (no dropout: the masks
+  // of the old single generator do not enter).
+  trainer::TrainOptions resume;
+  resume.resume = old;
+  cfg2.mutable_checkpoint()->set_dir((dir_ / "ckpt3").string());
+  auto rest = run(cfg2, resume);
+  EXPECT_EQ(rest.start_step, 4);
+  ASSERT_EQ(rest.losses.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(rest.losses[i], straight.losses[4 + i]) << i;
+
+  // Text in neither layout gets today's error.
+  EXPECT_KEEL_ERROR(trainer::parse_checkpoint_config("model { n_layers: 2 }", "x.h5:/meta/config"),
+                    "x.h5:/meta/config", "n_layers");
+}
+
+}  // namespace
+}  // namespace keel
