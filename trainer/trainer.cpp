@@ -98,20 +98,16 @@ class RunLog {
   // `extra`: the step's metrics and (fp16) the loss scale, after the fixed fields.
   void train(const ProgressInfo& p, double grad_norm, const Metrics& extra) {
     out_ << format_progress(p) << std::endl;
-    JsonFields rec = {{"step", p.step},
-                      {"loss", p.loss},
-                      {"lr", p.lr},
-                      {"grad_norm", grad_norm},
-                      {"tokens_per_sec", p.tokens_per_sec}};
     Metrics scalars = {{"loss", p.loss},
                        {"lr", p.lr},
                        {"grad_norm", grad_norm},
                        {"tokens_per_sec", p.tokens_per_sec}};
-    for (const auto& [name, v] : extra) {
-      rec.emplace_back(name, v);
-      scalars.emplace_back(name, v);
+    scalars.insert(scalars.end(), extra.begin(), extra.end());
+    if (jsonl_) {
+      JsonFields rec = {{"step", p.step}};
+      for (const auto& [name, v] : scalars) rec.emplace_back(name, v);
+      jsonl_->write(rec);
     }
-    if (jsonl_) jsonl_->write(rec);
     if (tb_) {
       for (const auto& [name, v] : scalars) tb_->add_scalar("train/" + name, v, p.step);
       tb_->flush();
