@@ -48,7 +48,8 @@ Tensor causal_mask(int64_t Tq, int64_t Tk, DType dtype, Device device) {
 }  // namespace
 
 Tensor attention_unfused(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-                         double scale, double dropout_p, bool training, Generator& gen) {
+                         double scale, double dropout_p, bool training, Generator& gen,
+                         const DropoutBox& box) {
   KEEL_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && k.sizes() == v.sizes() &&
                  q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3),
              "attention_unfused: expected q (B, H, Tq, D) and k, v (B, H, Tk, D), got q ",
@@ -59,7 +60,7 @@ Tensor attention_unfused(const Tensor& q, const Tensor& k, const Tensor& v, bool
   const double s = scale > 0 ? scale : 1.0 / std::sqrt(double(D));
   Tensor scores = mul_scalar(matmul(q, transpose(k, 2, 3)), s);  // (B, H, Tq, Tk)
   if (causal) scores = add(scores, causal_mask(Tq, Tk, scores.dtype(), scores.device()));
-  Tensor probs = dropout(softmax(scores, -1), dropout_p, training, gen);  // (B, H, Tq, Tk)
+  Tensor probs = dropout(softmax(scores, -1), dropout_p, training, gen, box);  // (B, H, Tq, Tk)
   return matmul(probs, v);                                                // (B, H, Tq, D)
 }
 

@@ -141,8 +141,12 @@ std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tens
 // (p, training, gen) on the probabilities (B, H, Tq, Tk), which it
 // materialises: the path for attention dropout, which the fused op lacks.
 // Same layout, causal alignment and scale; returns out (B, H, Tq, D).
+// `box`: where these heads' probabilities lie in the logical (B, H, Tq, Tk)
+// tensor (tensor parallelism splits the heads), so a shard draws its part
+// of the serial mask.
 Tensor attention_unfused(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-                         double scale, double dropout_p, bool training, Generator& gen);
+                         double scale, double dropout_p, bool training, Generator& gen,
+                         const DropoutBox& box = {});
 
 // ---- depthwise causal conv1d (autograd/conv1d.cpp) ----
 // x (B, C, T), weight (C, K), bias (C) or undefined:

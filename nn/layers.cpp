@@ -23,12 +23,4 @@ RMSNorm::RMSNorm(int64_t dim, double eps) : eps_(eps) {
   weight = register_parameter("weight", ones({dim}));
 }
 
-MLP::MLP(int64_t dim, int64_t hidden, bool bias, Generator& gen, double init_std,
-         double proj_init_std, double dropout_p, const DropoutStreams& rng) {
-  fc = register_module("fc", std::make_shared<Linear>(dim, hidden, bias, gen, init_std));
-  proj = register_module("proj", std::make_shared<Linear>(hidden, dim, bias, gen, proj_init_std));
-  resid_dropout =
-      register_module("resid_dropout", std::make_shared<Dropout>(dropout_p, rng.replicated));
-}
-
 }  // namespace keel::nn

@@ -1,5 +1,5 @@
-// Basic layers: Linear, Embedding, LayerNorm, RMSNorm, Dropout, and the
-// GELU MLP. Each owns its parameters and runs the fused ops of autograd/.
+// Basic layers: Linear, Embedding, LayerNorm, RMSNorm, Dropout (the GELU
+// MLP is nn/mlp.h). Each owns its parameters and runs the fused ops of autograd/.
 #pragma once
 
 #include "autograd/autocast.h"
@@ -74,19 +74,6 @@ class Dropout : public Module {
  private:
   double p_;
   Generator* gen_;
-};
-
-// fc (C -> hidden), GELU (tanh approximation, as GPT-2), proj (hidden -> C),
-// then dropout on the residual branch (GPT-2's, p = dropout_p).
-class MLP : public Module {
- public:
-  MLP(int64_t dim, int64_t hidden, bool bias, Generator& gen, double init_std, double proj_init_std,
-      double dropout_p = 0.0, const DropoutStreams& rng = {});
-  Tensor forward(const Tensor& x) const {
-    return resid_dropout->forward(proj->forward(gelu_tanh(fc->forward(x))));
-  }
-  std::shared_ptr<Linear> fc, proj;
-  std::shared_ptr<Dropout> resid_dropout;
 };
 
 }  // namespace keel::nn

@@ -7,8 +7,8 @@
 namespace keel::nn {
 
 void Module::check_name(const std::string& name) const {
-  KEEL_CHECK(!name.empty() && name.find('.') == std::string::npos,
-             "module member name '", name, "' must be non-empty and contain no '.'");
+  KEEL_CHECK(!name.empty() && name.find('.') == std::string::npos, "module member name '", name,
+             "' must be non-empty and contain no '.'");
   auto taken = [&](const auto& list) {
     for (const auto& [n, _] : list)
       if (n == name) return true;
@@ -106,8 +106,8 @@ void Module::load_state_dict(const NamedTensors& state) {
     const Tensor* dst = nullptr;
     for (const auto& [n, t] : mine)
       if (n == name) dst = &t;
-    KEEL_CHECK(dst != nullptr, "load_state_dict: unexpected tensor '", name, "' ",
-               src.describe(), " (the model has no such parameter or buffer)");
+    KEEL_CHECK(dst != nullptr, "load_state_dict: unexpected tensor '", name, "' ", src.describe(),
+               " (the model has no such parameter or buffer)");
     KEEL_CHECK(dst->sizes() == src.sizes(), "load_state_dict: tensor '", name, "' has shape ",
                src.shape_string(), " but the model expects ", dst->shape_string());
     Tensor d = *dst;

@@ -39,6 +39,8 @@ ColumnParallelLinear::ColumnParallelLinear(int64_t in, int64_t out, bool has_bia
 
 Tensor ColumnParallelLinear::forward(const Tensor& x) const {
   // Identity forward; backward sums dx over tp (each rank saw its columns).
+  // One rank has nothing to sum or gather: tp = 1 is the serial Linear.
+  if (tp_->size() == 1) return linear(autocast(x), autocast(weight), autocast(bias));
   Tensor in = parallel::copy_to_region(x, *tp_);
   Tensor y = linear(autocast(in), autocast(weight), autocast(bias));  // (..., out / tp)
   return gather_output_ ? parallel::gather_from_region(y, y.dim() - 1, *tp_) : y;
@@ -58,6 +60,7 @@ RowParallelLinear::RowParallelLinear(int64_t in, int64_t out, bool has_bias,
 }
 
 Tensor RowParallelLinear::forward(const Tensor& x) const {
+  if (tp_->size() == 1) return linear(autocast(x), autocast(weight), autocast(bias));
   Tensor in = input_is_parallel_ ? x : parallel::scatter_to_region(x, x.dim() - 1, *tp_);
   KEEL_CHECK(in.size(-1) == weight.size(1), "RowParallelLinear: expected input (..., ",
              weight.size(1), ") on each of tp = ", tp_->size(), " ranks, got ", in.describe());
@@ -81,6 +84,8 @@ VocabParallelEmbedding::VocabParallelEmbedding(int64_t num, int64_t dim,
 }
 
 Tensor VocabParallelEmbedding::forward(const Tensor& ids) const {
+  // One rank holds every row: the serial Embedding (rows gathered in f32, then cast).
+  if (tp_->size() == 1) return autocast(embedding(weight, ids));
   const int64_t rows = weight.size(0), num = rows * tp_->size();
   // Which ids this rank holds, as local rows (0 for the others, masked out
   // below so that row 0 gets no gradient from them).

@@ -31,7 +31,8 @@ int32_t sample_from_logits(const std::vector<float>& logits, double temperature,
   return order[k - 1];
 }
 
-std::vector<int32_t> generate(const GPT& model, std::vector<int32_t> ids, const SampleOptions& opt) {
+std::vector<int32_t> generate(const GPT& model, std::vector<int32_t> ids,
+                              const SampleOptions& opt) {
   KEEL_CHECK(!ids.empty(), "generate: the prompt encodes to no tokens");
   NoGradGuard no_grad;
   Generator gen(opt.seed);
@@ -41,9 +42,8 @@ std::vector<int32_t> generate(const GPT& model, std::vector<int32_t> ids, const 
     std::vector<int32_t> window(ids.begin() + start, ids.end());
     // (1, T) on the model's device (logits come back through to_vector)
     Tensor x = from_vector<int32_t>(window, {1, int64_t(window.size())}).to(model.device());
-    Tensor logits = model.forward(x);                                      // (1, T, V)
-    std::vector<float> last =
-        logits.select(1, logits.size(1) - 1).to_vector<float>();  // (V)
+    Tensor logits = model.forward(x);                                                   // (1, T, V)
+    std::vector<float> last = logits.select(1, logits.size(1) - 1).to_vector<float>();  // (V)
     const uint64_t off = gen.next_offset();
     double u = 1.0 - double(philox_uniform_at(gen.seed(), off, 0));  // [0, 1)
     int32_t next = sample_from_logits(last, opt.temperature, opt.top_k, u);

@@ -1,6 +1,10 @@
 #include "recipes/gpt/gpt.h"
 
 #include <cmath>
+#include <limits>
+
+#include "parallel/collectives.h"
+#include "parallel/vocab_parallel_cross_entropy.h"
 
 namespace keel::gpt {
 
@@ -20,15 +24,17 @@ void GptConfig::validate() const {
   KEEL_CHECK(init_std > 0, "model.gpt.init_std must be positive, got ", init_std);
 }
 
-Block::Block(const GptConfig& cfg, Generator& gen, const nn::DropoutStreams& rng) {
+Block::Block(const GptConfig& cfg, parallel::ParallelContext& ctx, Generator& gen,
+             const nn::DropoutStreams& rng) {
   const double proj_std = cfg.init_std / std::sqrt(2.0 * double(cfg.n_layer));
   ln_1 = register_module("ln_1", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.bias));
-  attn = register_module(
-      "attn", std::make_shared<nn::CausalSelfAttention>(
-                  cfg.n_embd, cfg.n_head, cfg.bias, cfg.dropout, gen, cfg.init_std, proj_std, rng));
+  attn = register_module("attn", std::make_shared<nn::CausalSelfAttention>(
+                                     cfg.n_embd, cfg.n_head, cfg.bias, cfg.dropout, ctx, gen,
+                                     cfg.init_std, proj_std, rng));
   ln_2 = register_module("ln_2", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.bias));
-  mlp = register_module("mlp", std::make_shared<nn::MLP>(cfg.n_embd, 4 * cfg.n_embd, cfg.bias, gen,
-                                                         cfg.init_std, proj_std, cfg.dropout, rng));
+  mlp = register_module(
+      "mlp", std::make_shared<nn::MLP>(cfg.n_embd, 4 * cfg.n_embd, cfg.bias, ctx, gen, cfg.init_std,
+                                       proj_std, cfg.dropout, rng));
 }
 
 Tensor Block::forward(const Tensor& x) const {
@@ -36,19 +42,32 @@ Tensor Block::forward(const Tensor& x) const {
   return add(h, mlp->forward(ln_2->forward(h)));
 }
 
-GPT::GPT(const GptConfig& cfg, uint64_t seed, const nn::DropoutStreams& rng) : cfg_(cfg) {
+GPT::GPT(const GptConfig& cfg, uint64_t seed, const nn::DropoutStreams& rng,
+         parallel::ParallelContext* ctx)
+    : cfg_(cfg) {
   for (Generator* g : {rng.replicated, rng.model_parallel})
     if (g) streams_.push_back(g);
   cfg_.validate();
+  if (!ctx) {
+    own_ctx_ = std::make_unique<parallel::ParallelContext>();
+    ctx = own_ctx_.get();
+  }
+  const int tp = ctx->shape().tp;
+  KEEL_CHECK(cfg_.n_head % tp == 0, "model.gpt.n_head ", cfg_.n_head,
+             " does not divide by parallel.tp ", tp, " (each rank holds whole heads)");
+  KEEL_CHECK(cfg_.padded_vocab() % tp == 0, "model.gpt.padded_vocab_size ", cfg_.padded_vocab(),
+             " does not divide by parallel.tp ", tp, " (set it to a multiple of ", 128 * tp,
+             ", say)");
+  tp_ = &ctx->device_group({parallel::Axis::TP});
   Generator gen(seed);
-  wte = register_module(
-      "wte", std::make_shared<nn::Embedding>(cfg_.padded_vocab(), cfg_.n_embd, gen, cfg_.init_std));
+  wte = register_module("wte", std::make_shared<nn::VocabParallelEmbedding>(
+                                   cfg_.padded_vocab(), cfg_.n_embd, *ctx, gen, cfg_.init_std));
   wpe = register_module(
       "wpe", std::make_shared<nn::Embedding>(cfg_.block_size, cfg_.n_embd, gen, cfg_.init_std));
   drop = register_module("drop", std::make_shared<nn::Dropout>(cfg_.dropout, rng.replicated));
   blocks = register_module("blocks", std::make_shared<nn::ModuleList<Block>>());
   for (int64_t l = 0; l < cfg_.n_layer; ++l)
-    blocks->push_back(std::make_shared<Block>(cfg_, gen, rng));
+    blocks->push_back(std::make_shared<Block>(cfg_, *ctx, gen, rng));
   ln_f = register_module("ln_f", std::make_shared<nn::LayerNorm>(cfg_.n_embd, cfg_.bias));
 }
 
@@ -72,18 +91,40 @@ Tensor GPT::hidden(const Tensor& ids) const {
   return ln_f->forward(x);
 }
 
+Tensor GPT::local_logits(const Tensor& ids) const {
+  Tensor h = hidden(ids);  // (B, T, C), the same on every tp rank
+  // Each rank scores its vocabulary rows: dh comes back summed over tp.
+  if (tp_->size() > 1) h = parallel::copy_to_region(h, *tp_);
+  // Tied output embedding; in the compute dtype under autocast.
+  return linear(h, autocast(wte->weight));  // (B, T, Vp / tp)
+}
+
 Tensor GPT::forward(const Tensor& ids) const {
-  // (B, T, Vp), tied output embedding; in the compute dtype under autocast
-  Tensor logits = linear(hidden(ids), autocast(wte->weight));
-  return narrow(logits, 2, 0, cfg_.vocab_size);  // (B, T, V)
+  Tensor logits = local_logits(ids);                                            // (B, T, Vp / tp)
+  if (tp_->size() > 1) logits = parallel::gather_from_region(logits, 2, *tp_);  // (B, T, Vp)
+  return narrow(logits, 2, 0, cfg_.vocab_size);                                 // (B, T, V)
 }
 
 Tensor GPT::loss(const Tensor& ids, const Tensor& targets) const {
   KEEL_CHECK(targets.sizes() == ids.sizes(), "GPT: targets ", targets.describe(),
              " do not match ids ", ids.describe());
-  Tensor logits = forward(ids);  // (B, T, V)
   const int64_t V = cfg_.vocab_size;
-  return cross_entropy(reshape(logits, {-1, V}), reshape(targets, {-1}));
+  if (tp_->size() == 1) {
+    Tensor logits = forward(ids);  // (B, T, V)
+    return cross_entropy(reshape(logits, {-1, V}), reshape(targets, {-1}));
+  }
+  Tensor logits = local_logits(ids);  // (B, T, Vp / tp)
+  const int64_t local = logits.size(2), start = wte->vocab_start();
+  if (start + local > V) {
+    // The padding rows past the real vocabulary are no class: -inf, as the
+    // serial loss leaves them out by narrowing.
+    std::vector<float> pad(size_t(local), 0.0f);
+    for (int64_t j = std::max<int64_t>(V - start, 0); j < local; ++j)
+      pad[size_t(j)] = -std::numeric_limits<float>::infinity();
+    logits = add(logits, from_vector<float>(pad, {local}).to(logits.device()).to(logits.dtype()));
+  }
+  return parallel::vocab_parallel_cross_entropy(reshape(logits, {-1, local}),
+                                                reshape(targets, {-1}), *tp_);
 }
 
 }  // namespace keel::gpt

@@ -10,6 +10,7 @@
 
 #include "nn/attention.h"
 #include "nn/layers.h"
+#include "nn/mlp.h"
 
 namespace keel::gpt {
 
@@ -31,7 +32,8 @@ struct GptConfig {
 
 class Block : public nn::Module {
  public:
-  Block(const GptConfig& cfg, Generator& gen, const nn::DropoutStreams& rng = {});
+  Block(const GptConfig& cfg, parallel::ParallelContext& ctx, Generator& gen,
+        const nn::DropoutStreams& rng = {});
   Tensor forward(const Tensor& x) const;  // (B, T, C) -> (B, T, C)
   std::shared_ptr<nn::LayerNorm> ln_1, ln_2;
   std::shared_ptr<nn::CausalSelfAttention> attn;
@@ -42,22 +44,32 @@ class GPT : public nn::Module {
  public:
   // Weights are drawn from a generator seeded with `seed`, in registration order.
   // Dropout draws from `rng` (the training context's streams; null: the
-  // default generator).
-  GPT(const GptConfig& cfg, uint64_t seed, const nn::DropoutStreams& rng = {});
-  // ids (B, T) -> logits (B, T, V) over the real vocabulary (padding cut off).
+  // default generator). With `ctx`, the model is split over its tp group
+  // (Megatron's layout: vocabulary-parallel embedding and tied head,
+  // column- and row-parallel attention and MLP; n_head and the padded
+  // vocabulary must divide by tp); without, it is one process's whole model.
+  GPT(const GptConfig& cfg, uint64_t seed, const nn::DropoutStreams& rng = {},
+      parallel::ParallelContext* ctx = nullptr);
+  // ids (B, T) -> logits (B, T, V) over the real vocabulary (padding cut
+  // off), whole on every tp rank (gathered: for sampling and tests; the loss
+  // never gathers them).
   Tensor forward(const Tensor& ids) const;
   // Mean next-token cross-entropy of ids (B, T) against targets (B, T).
   Tensor loss(const Tensor& ids, const Tensor& targets) const;
   const GptConfig& config() const { return cfg_; }
 
-  std::shared_ptr<nn::Embedding> wte, wpe;
+  std::shared_ptr<nn::VocabParallelEmbedding> wte;  // (Vp / tp, C), tied to the head
+  std::shared_ptr<nn::Embedding> wpe;
   std::shared_ptr<nn::Dropout> drop;  // on wte + wpe
   std::shared_ptr<nn::ModuleList<Block>> blocks;
   std::shared_ptr<nn::LayerNorm> ln_f;
 
  private:
-  Tensor hidden(const Tensor& ids) const;  // (B, T, C) after ln_f
+  Tensor hidden(const Tensor& ids) const;        // (B, T, C) after ln_f
+  Tensor local_logits(const Tensor& ids) const;  // (B, T, Vp / tp): this rank's vocabulary
   GptConfig cfg_;
+  std::unique_ptr<parallel::ParallelContext> own_ctx_;  // a world of one, without `ctx`
+  parallel::Communicator* tp_ = nullptr;
   std::vector<Generator*> streams_;  // rng's generators, replayed by recomputed blocks
 };
 

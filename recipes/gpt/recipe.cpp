@@ -30,13 +30,13 @@ void validate_config(const config::Config& cfg) {
   check(task == config::Task::KIND_NOT_SET || task == config::Task::kCausalLm, "task",
         "must be causal_lm for the gpt family");
   check(cfg.data().has_shards(), "data", "must be token shards (data { shards { ... } }) for gpt");
-  // The layouts this family can run: data parallelism (tensor, context and
-  // expert parallelism for GPT are their own issues).
+  // The layouts this family can run: data and tensor parallelism (context
+  // and expert parallelism for GPT are their own issues).
   const auto& p = cfg.parallel();
-  for (auto [v, name] : {std::pair{p.tp(), "parallel.tp"}, {p.cp(), "parallel.cp"},
-                         {p.ep(), "parallel.ep"}})
-    check(v == 1, name,
-          "must be 1: the gpt family does not shard over tp, cp or ep yet (only parallel.dp)");
+  for (auto [v, name] : {std::pair{p.cp(), "parallel.cp"}, {p.ep(), "parallel.ep"}})
+    check(v == 1, name, "must be 1: the gpt family does not shard over cp or ep yet");
+  check(m.n_head() % p.tp() == 0, "model.gpt.n_head",
+        "must divide by parallel.tp (" + std::to_string(p.tp()) + "): each rank holds whole heads");
 }
 
 GptConfig gpt_config(const config::Config& cfg) {
@@ -64,7 +64,8 @@ recipes::Recipe make_recipe(const config::Config& cfg, parallel::ParallelContext
   auto model =
       std::make_shared<GPT>(gpt_config(cfg), cfg.train().seed(),
                             nn::DropoutStreams{&ctx.rng(parallel::RngRegion::Replicated),
-                                               &ctx.rng(parallel::RngRegion::ModelParallel)});
+                                               &ctx.rng(parallel::RngRegion::ModelParallel)},
+                            &ctx);
   recipes::Recipe r;
   r.module = model;
   r.loss = [model](const trainer::Batch& b) {

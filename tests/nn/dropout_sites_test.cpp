@@ -85,8 +85,9 @@ TEST(DropoutSites, EachSiteActsInTrainingAndEvalIsTheZeroPModel) {
 TEST(DropoutSites, ResidualDropoutsMaskTheBranchOutputs) {
   Generator gen(2);
   Tensor x = testing::uniform({2, 5, 8}, 6);  // (B, T, C)
-  nn::MLP mlp(8, 32, true, gen, 0.02, 0.02, 0.5);
-  nn::CausalSelfAttention attn(8, 2, true, 0.5, gen, 0.02, 0.02);
+  parallel::ParallelContext one;
+  nn::MLP mlp(8, 32, true, one, gen, 0.02, 0.02, 0.5);
+  nn::CausalSelfAttention attn(8, 2, true, 0.5, one, gen, 0.02, 0.02);
   mlp.eval();
   attn.eval();
   const Tensor mlp_eval = mlp.forward(x), attn_eval = attn.forward(x);  // (B, T, C)

@@ -288,7 +288,7 @@ TEST_F(TrainerTest, MissingAndBadFieldsAreRefusedByName) {
   expect_refused({"data.seq_len=17"}, "data.seq_len");
   expect_refused({"data.batch_size=3"}, "data.batch_size");
   expect_refused({"model.gpt.n_head=3"}, "model.gpt.n_embd");
-  expect_refused({"parallel.tp=2"}, "parallel.tp");
+  expect_refused({"parallel.tp=4"}, "model.gpt.n_head");  // 2 heads over 4 ranks
   expect_refused({"parallel.ep=2"}, "parallel.ep");
   expect_refused({"train.grad_accum=0"}, "train.grad_accum");
   expect_refused({"train.device=gpu"}, "train.device");
