@@ -178,6 +178,45 @@ TEST_F(GptTensorParallel, TenStepsEqualSerialPlainAndZero) {
     }
 }
 
+// Saved at tp = 2 x dp = 2 after 5 of 10 steps; resumed at tp = 4, at
+// tp = 1 x dp = 4 and in one process: each continues with the losses of the
+// run that never stopped.
+TEST_F(GptTensorParallel, CheckpointsReshardAcrossLayouts) {
+  if (W_ != 4) GTEST_SKIP() << "runs at np 4";
+  std::ostringstream log;
+  trainer::TrainOptions opt;
+  opt.out = &log;
+  const MeshShape saved{2, 1, 1, 2};
+  parallel::ParallelContext ctx(*world_, saved);
+  recipes::Recipe straight_model = recipes::make_recipe(config("rs_straight", saved), ctx);
+  const auto straight = trainer::train(config("rs_straight", saved), straight_model, ctx, opt);
+  trainer::TrainOptions first = opt;
+  first.stop_after = 5;
+  recipes::Recipe part_model = recipes::make_recipe(config("rs_saved", saved), ctx);
+  const auto part = trainer::train(config("rs_saved", saved), part_model, ctx, first);
+  ASSERT_EQ(part.end_step, 5);
+  const std::vector<double> rest(straight.losses.begin() + 5, straight.losses.end());
+
+  trainer::TrainOptions resume = opt;
+  resume.resume = part.last_checkpoint;
+  for (const MeshShape& shape : {MeshShape{1, 1, 1, 4}, MeshShape{4, 1, 1, 1}}) {
+    SCOPED_TRACE("resumed at " + shape.str());
+    parallel::ParallelContext other(*world_, shape);
+    const config::Config cfg = config("rs_" + std::to_string(shape.tp), shape);
+    recipes::Recipe m = recipes::make_recipe(cfg, other);
+    const auto got = trainer::train(cfg, m, other, resume);
+    EXPECT_EQ(got.start_step, 5);
+    EXPECT_TRUE(all_close(got.losses, rest, kRtol, 0)) << "losses";
+  }
+  parallel::ParallelContext alone;
+  const config::Config one = config("rs_alone" + std::to_string(world_->rank()), MeshShape{});
+  recipes::Recipe m = recipes::make_recipe(one, alone);
+  const auto got = trainer::train(one, m, alone, resume);
+  EXPECT_EQ(got.start_step, 5);
+  EXPECT_TRUE(all_close(got.losses, rest, kRtol, 0)) << "losses resumed in one process";
+  world_->barrier();
+}
+
 TEST_F(GptTensorParallel, LayoutsTheModelCannotSplitAreRefusedByField) {
   if (W_ != 2) GTEST_SKIP() << "checked at np 2";
   parallel::ParallelContext ctx(*world_, MeshShape{1, 1, 1, 2});
