@@ -21,9 +21,12 @@ class CausalSelfAttention : public Module {
   // (heads are what tensor parallelism shards), the output's from
   // rng.replicated.
   // heads must divide by tp (checked, naming both).
+  // sequence_parallel: x and the output are this rank's (B, T / tp, C)
+  // slice of the sequence (nn/tensor_parallel.h).
   CausalSelfAttention(int64_t dim, int64_t heads, bool bias, double dropout_p,
                       parallel::ParallelContext& ctx, Generator& gen, double init_std,
-                      double proj_init_std, const DropoutStreams& rng = {});
+                      double proj_init_std, const DropoutStreams& rng = {},
+                      bool sequence_parallel = false);
   // x (B, T, C) -> (B, T, C), the same on every tp rank.
   Tensor forward(const Tensor& x) const;
   std::shared_ptr<ColumnParallelLinear> qkv;  // (3C / tp, C): this rank's heads of q, k, v
@@ -33,6 +36,7 @@ class CausalSelfAttention : public Module {
  private:
   int64_t dim_, heads_;
   int tp_rank_, tp_;
+  bool sequence_parallel_;
 };
 
 }  // namespace keel::nn

@@ -4,6 +4,7 @@
 
 #include "autograd/autocast.h"
 #include "nn/module.h"
+#include "parallel/communicator.h"
 
 namespace keel::nn {
 
@@ -33,12 +34,17 @@ class Embedding : public Module {
 class LayerNorm : public Module {
  public:
   explicit LayerNorm(int64_t dim, bool bias = true, double eps = 1e-5);
-  Tensor forward(const Tensor& x) const { return layernorm(x, weight, bias, eps_); }
+  Tensor forward(const Tensor& x) const;
+  // Sequence parallelism: the input is this rank's slice of the sequence,
+  // so the weight and bias gradients are partial; they are summed over
+  // `tp` in backward (null: off).
+  void set_sequence_parallel(parallel::Communicator* tp) { sequence_tp_ = tp; }
   Tensor weight;  // (dim) ones
   Tensor bias;    // (dim) zeros, or undefined
 
  private:
   double eps_;
+  parallel::Communicator* sequence_tp_ = nullptr;
 };
 
 class RMSNorm : public Module {
@@ -65,6 +71,11 @@ class Dropout : public Module {
  public:
   explicit Dropout(double p, Generator* gen = nullptr) : p_(p), gen_(gen) {}
   Tensor forward(const Tensor& x) const { return dropout(x, p_, is_training(), generator()); }
+  // x is the `box` of a logical tensor (a sequence or head shard): it draws
+  // its part of the logical tensor's mask.
+  Tensor forward(const Tensor& x, const DropoutBox& box) const {
+    return dropout(x, p_, is_training(), generator(), box);
+  }
   Generator& generator() const { return gen_ ? *gen_ : default_generator(); }
   // Whether forward draws a mask (training with p > 0) rather than passing x
   // through: lets a caller pick a path that has room for the mask.

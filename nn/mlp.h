@@ -12,15 +12,18 @@ namespace keel::nn {
 class MLP : public Module {
  public:
   MLP(int64_t dim, int64_t hidden, bool bias, parallel::ParallelContext& ctx, Generator& gen,
-      double init_std, double proj_init_std, double dropout_p = 0.0,
-      const DropoutStreams& rng = {});
-  // x (B, T, C) -> (B, T, C), the same on every tp rank.
-  Tensor forward(const Tensor& x) const {
-    return resid_dropout->forward(proj->forward(gelu_tanh(fc->forward(x))));
-  }
+      double init_std, double proj_init_std, double dropout_p = 0.0, const DropoutStreams& rng = {},
+      bool sequence_parallel = false);
+  // x (B, T, C) -> (B, T, C), the same on every tp rank; sequence parallel:
+  // (B, T / tp, C), this rank's slice, in and out.
+  Tensor forward(const Tensor& x) const;
   std::shared_ptr<ColumnParallelLinear> fc;  // (hidden / tp, C)
   std::shared_ptr<RowParallelLinear> proj;   // (C, hidden / tp)
   std::shared_ptr<Dropout> resid_dropout;
+
+ private:
+  int tp_rank_, tp_;
+  bool sequence_parallel_;
 };
 
 }  // namespace keel::nn

@@ -21,8 +21,11 @@ ParamSpec tp_spec(const Shape& shape, int64_t dim, parallel::ParallelContext& ct
 
 ColumnParallelLinear::ColumnParallelLinear(int64_t in, int64_t out, bool has_bias,
                                            parallel::ParallelContext& ctx, Generator& gen,
-                                           double init_std, bool gather_output, int64_t stride)
-    : tp_(&ctx.device_group({Axis::TP})), gather_output_(gather_output) {
+                                           double init_std, bool gather_output, int64_t stride,
+                                           bool sequence_parallel)
+    : tp_(&ctx.device_group({Axis::TP})),
+      gather_output_(gather_output),
+      sequence_parallel_(sequence_parallel) {
   KEEL_CHECK(in > 0 && out > 0, "ColumnParallelLinear: sizes must be positive, got in=", in,
              " out=", out);
   KEEL_CHECK(out % (stride * ctx.shape().tp) == 0, "ColumnParallelLinear: ", out, " outputs (",
@@ -41,15 +44,21 @@ Tensor ColumnParallelLinear::forward(const Tensor& x) const {
   // Identity forward; backward sums dx over tp (each rank saw its columns).
   // One rank has nothing to sum or gather: tp = 1 is the serial Linear.
   if (tp_->size() == 1) return linear(autocast(x), autocast(weight), autocast(bias));
-  Tensor in = parallel::copy_to_region(x, *tp_);
+  Tensor in = sequence_parallel_ ? parallel::gather_from_sequence_region(x, 1, *tp_)  // (B, T, in)
+                                 : parallel::copy_to_region(x, *tp_);
   Tensor y = linear(autocast(in), autocast(weight), autocast(bias));  // (..., out / tp)
   return gather_output_ ? parallel::gather_from_region(y, y.dim() - 1, *tp_) : y;
 }
 
 RowParallelLinear::RowParallelLinear(int64_t in, int64_t out, bool has_bias,
                                      parallel::ParallelContext& ctx, Generator& gen,
-                                     double init_std, bool input_is_parallel)
-    : tp_(&ctx.device_group({Axis::TP})), input_is_parallel_(input_is_parallel) {
+                                     double init_std, bool input_is_parallel,
+                                     bool sequence_parallel)
+    : tp_(&ctx.device_group({Axis::TP})),
+      input_is_parallel_(input_is_parallel),
+      sequence_parallel_(sequence_parallel) {
+  KEEL_CHECK(!sequence_parallel || input_is_parallel,
+             "RowParallelLinear: sequence parallelism needs input_is_parallel");
   KEEL_CHECK(in > 0 && out > 0, "RowParallelLinear: sizes must be positive, got in=", in,
              " out=", out);
   KEEL_CHECK(in % ctx.shape().tp == 0, "RowParallelLinear: ", in,
@@ -65,9 +74,12 @@ Tensor RowParallelLinear::forward(const Tensor& x) const {
   KEEL_CHECK(in.size(-1) == weight.size(1), "RowParallelLinear: expected input (..., ",
              weight.size(1), ") on each of tp = ", tp_->size(), " ranks, got ", in.describe());
   Tensor partial = linear(autocast(in), autocast(weight));  // (..., out), this rank's share
-  Tensor y = parallel::reduce_from_region(partial, *tp_);
-  // The bias once, after the sum: its gradient is the same on every tp rank.
-  return bias.defined() ? add(y, autocast(bias)) : y;
+  Tensor y = sequence_parallel_ ? parallel::reduce_scatter_to_region(partial, 1, *tp_)
+                                : parallel::reduce_from_region(partial, *tp_);
+  if (!bias.defined()) return y;
+  // The bias once, after the sum: its gradient is the same on every tp rank,
+  // or, on a slice of the sequence, a part of it summed over tp in backward.
+  return add(y, autocast(sequence_parallel_ ? parallel::copy_to_region(bias, *tp_) : bias));
 }
 
 VocabParallelEmbedding::VocabParallelEmbedding(int64_t num, int64_t dim,

@@ -11,6 +11,14 @@
 //   VocabParallelEmbedding the table split by vocabulary rows; ids outside
 //                          this rank's range give zero rows; all-reduced.
 //
+// Sequence parallelism (Megatron's): with `sequence_parallel`, activations
+// outside the linears are this rank's slice (B, T / tp, ...) of the
+// sequence (dim 1). A column-parallel linear all-gathers its input along T
+// (backward: reduce-scatter) instead of copying it; a row-parallel linear
+// reduce-scatters its output along T (backward: all-gather) instead of
+// all-reducing it. The communication volume is the same; the norms and
+// dropouts between them hold 1 / tp of the activations.
+//
 // Every weight is registered with its ParamSpec and drawn as its box of the
 // serial tensor (nn::init_normal(spec, ...)), consuming the generator as the
 // serial draw does: a model built from these layers at any tp starts from
@@ -35,9 +43,10 @@ class ColumnParallelLinear : public Module {
   // stride 1 (a gathered strided output would interleave the segments).
   ColumnParallelLinear(int64_t in, int64_t out, bool bias, parallel::ParallelContext& ctx,
                        Generator& gen, double init_std = 0.02, bool gather_output = false,
-                       int64_t stride = 1);
+                       int64_t stride = 1, bool sequence_parallel = false);
   // x (..., in), the same on every tp rank -> (..., out / tp), or (..., out)
-  // with gather_output.
+  // with gather_output. Sequence parallel: x (B, T / tp, in), this rank's
+  // slice -> (B, T, out / tp).
   Tensor forward(const Tensor& x) const;
   int64_t local_out() const { return weight.size(0); }
   Tensor weight;  // (out / tp, in)
@@ -45,22 +54,25 @@ class ColumnParallelLinear : public Module {
 
  private:
   parallel::Communicator* tp_;
-  bool gather_output_;
+  bool gather_output_, sequence_parallel_;
 };
 
 class RowParallelLinear : public Module {
  public:
   RowParallelLinear(int64_t in, int64_t out, bool bias, parallel::ParallelContext& ctx,
-                    Generator& gen, double init_std = 0.02, bool input_is_parallel = true);
+                    Generator& gen, double init_std = 0.02, bool input_is_parallel = true,
+                    bool sequence_parallel = false);
   // x (..., in / tp) when input_is_parallel (a column-parallel output), else
-  // (..., in) replicated -> (..., out), the same on every tp rank.
+  // (..., in) replicated -> (..., out), the same on every tp rank. Sequence
+  // parallel (needs input_is_parallel): x (B, T, in / tp) -> (B, T / tp,
+  // out), this rank's slice.
   Tensor forward(const Tensor& x) const;
   Tensor weight;  // (out, in / tp)
   Tensor bias;    // (out), replicated, or undefined
 
  private:
   parallel::Communicator* tp_;
-  bool input_is_parallel_;
+  bool input_is_parallel_, sequence_parallel_;
 };
 
 class VocabParallelEmbedding : public Module {

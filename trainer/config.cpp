@@ -219,6 +219,11 @@ void validate_config(const config::Config& c) {
                          {p.ep(), "parallel.ep"}})
     check(v >= 1, name, "must be >= 1");
   check(p.zero_stage() == 0 || p.zero_stage() == 1, "parallel.zero_stage", "must be 0 or 1");
+  check(!p.sequence_parallel() || p.tp() > 1, "parallel.sequence_parallel",
+        "needs parallel.tp > 1 (it splits the sequence over the tp ranks)");
+  check(!p.sequence_parallel() || d.seq_len() % p.tp() == 0, "data.seq_len",
+        "must divide by parallel.tp (" + std::to_string(p.tp()) +
+            ") with parallel.sequence_parallel");
   check(p.bucket_mb() > 0, "parallel.bucket_mb", "must be positive");
   // The batch rows are split over the data ranks, dp x ep.
   check(d.batch_size() % (t.grad_accum() * p.dp() * p.ep()) == 0, "data.batch_size",

@@ -27,14 +27,20 @@ void GptConfig::validate() const {
 Block::Block(const GptConfig& cfg, parallel::ParallelContext& ctx, Generator& gen,
              const nn::DropoutStreams& rng) {
   const double proj_std = cfg.init_std / std::sqrt(2.0 * double(cfg.n_layer));
+  const bool sp = cfg.sequence_parallel;
   ln_1 = register_module("ln_1", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.bias));
   attn = register_module("attn", std::make_shared<nn::CausalSelfAttention>(
                                      cfg.n_embd, cfg.n_head, cfg.bias, cfg.dropout, ctx, gen,
-                                     cfg.init_std, proj_std, rng));
+                                     cfg.init_std, proj_std, rng, sp));
   ln_2 = register_module("ln_2", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.bias));
   mlp = register_module(
       "mlp", std::make_shared<nn::MLP>(cfg.n_embd, 4 * cfg.n_embd, cfg.bias, ctx, gen, cfg.init_std,
-                                       proj_std, cfg.dropout, rng));
+                                       proj_std, cfg.dropout, rng, sp));
+  if (sp) {
+    // The norms see a slice of the sequence: their gradients are summed over tp.
+    ln_1->set_sequence_parallel(&ctx.device_group({parallel::Axis::TP}));
+    ln_2->set_sequence_parallel(&ctx.device_group({parallel::Axis::TP}));
+  }
 }
 
 Tensor Block::forward(const Tensor& x) const {
@@ -69,6 +75,9 @@ GPT::GPT(const GptConfig& cfg, uint64_t seed, const nn::DropoutStreams& rng,
   for (int64_t l = 0; l < cfg_.n_layer; ++l)
     blocks->push_back(std::make_shared<Block>(cfg_, *ctx, gen, rng));
   ln_f = register_module("ln_f", std::make_shared<nn::LayerNorm>(cfg_.n_embd, cfg_.bias));
+  KEEL_CHECK(!cfg_.sequence_parallel || tp > 1,
+             "parallel.sequence_parallel needs parallel.tp > 1, got tp ", tp);
+  if (cfg_.sequence_parallel) ln_f->set_sequence_parallel(tp_);
 }
 
 Tensor GPT::hidden(const Tensor& ids) const {
@@ -76,8 +85,19 @@ Tensor GPT::hidden(const Tensor& ids) const {
   const int64_t T = ids.size(1);
   KEEL_CHECK(T <= cfg_.block_size, "GPT: sequence length ", T, " exceeds model.gpt.block_size ",
              cfg_.block_size);
-  Tensor pos = arange(0, double(T), 1, DType::I64, ids.device());       // (T)
-  Tensor x = drop->forward(add(wte->forward(ids), wpe->forward(pos)));  // (B, T, C)
+  Tensor pos = arange(0, double(T), 1, DType::I64, ids.device());  // (T)
+  Tensor x = add(wte->forward(ids), wpe->forward(pos));            // (B, T, C)
+  if (cfg_.sequence_parallel) {
+    KEEL_CHECK(T % tp_->size() == 0, "GPT: sequence length ", T, " does not divide by tp ",
+               tp_->size(), " (parallel.sequence_parallel)");
+    // This rank's slice of the sequence from here to the head (backward:
+    // the slices' gradients gathered), and its box of the embeddings' mask.
+    x = parallel::scatter_to_region(x, 1, *tp_);  // (B, T / tp, C)
+    const int64_t local = x.size(1);
+    x = drop->forward(x, DropoutBox{{x.size(0), T, x.size(2)}, {0, tp_->rank() * local, 0}});
+  } else {
+    x = drop->forward(x);
+  }
   for (const auto& block : *blocks) {
     if (cfg_.checkpoint_activations && is_training()) {
       const Block* b = block.get();
@@ -92,9 +112,13 @@ Tensor GPT::hidden(const Tensor& ids) const {
 }
 
 Tensor GPT::local_logits(const Tensor& ids) const {
-  Tensor h = hidden(ids);  // (B, T, C), the same on every tp rank
-  // Each rank scores its vocabulary rows: dh comes back summed over tp.
-  if (tp_->size() > 1) h = parallel::copy_to_region(h, *tp_);
+  Tensor h = hidden(ids);  // (B, T, C) the same on every tp rank; (B, T / tp, C) sequence parallel
+  // Each rank scores its vocabulary rows for the whole sequence: dh comes
+  // back summed over tp (all-reduced, or reduce-scattered to the slices).
+  if (cfg_.sequence_parallel)
+    h = parallel::gather_from_sequence_region(h, 1, *tp_);  // (B, T, C)
+  else if (tp_->size() > 1)
+    h = parallel::copy_to_region(h, *tp_);
   // Tied output embedding; in the compute dtype under autocast.
   return linear(h, autocast(wte->weight));  // (B, T, Vp / tp)
 }

@@ -25,6 +25,10 @@ struct GptConfig {
   bool bias = true;
   double init_std = 0.02;
   bool checkpoint_activations = false;  // recompute each block in backward
+  // Megatron's sequence parallelism over the tp ranks (parallel.sequence_parallel):
+  // between the tensor-parallel linears the residual stream, the norms and
+  // the dropouts hold this rank's T / tp slice of the sequence.
+  bool sequence_parallel = false;
 
   int64_t padded_vocab() const;
   void validate() const;  // keel::Error naming the bad field

@@ -57,6 +57,7 @@ GptConfig gpt_config(const config::Config& cfg) {
   c.bias = m.bias();
   c.init_std = m.init_std();
   c.checkpoint_activations = cfg.model().checkpoint_activations();
+  c.sequence_parallel = cfg.parallel().sequence_parallel();
   return c;
 }
 

@@ -1,5 +1,6 @@
-// GPT under tensor parallelism (mpirun; tp = the world, and tp = 2 x dp at
-// even worlds above 2) against the same GPT in one process from the same
+// GPT under tensor parallelism, with and without sequence parallelism
+// (mpirun; tp = the world, and tp = 2 x dp at even worlds above 2) against
+// the same GPT in one process from the same
 // seed: a tiny model with dropout 0.1 at all four sites, the byte
 // vocabulary of 256 padded to 384 (at tp = 4 one shard is part padding and
 // one all padding), grad_accum 2.
@@ -93,57 +94,61 @@ class GptTensorParallel : public ::testing::Test {
 };
 
 TEST_F(GptTensorParallel, FirstBatchLossAndEveryGradientEqualSerial) {
-  for (const MeshShape& shape : layouts()) {
-    SCOPED_TRACE(shape.str());
-    parallel::ParallelContext alone;
-    const config::Config one = config("g", MeshShape{});
-    recipes::Recipe serial = recipes::make_recipe(one, alone);
-    serial.module->train();
-    alone.seed(5);
-    auto serial_opt = trainer::make_optimizer(one, *serial.module, alone);
-    std::unique_ptr<trainer::DataSource> all = serial.data(trainer::Split::Train);
-    serial_opt->begin_backward(true);
-    const Tensor serial_loss = serial.loss(all->next()).loss;
-    serial_loss.backward();
-    serial_opt->finish_backward();
+  for (const MeshShape& shape : layouts())
+    for (const char* sp : {"parallel.sequence_parallel=false", "parallel.sequence_parallel=true"}) {
+      SCOPED_TRACE(shape.str() + " " + sp);
+      parallel::ParallelContext alone;
+      const config::Config one = config("g", MeshShape{});
+      recipes::Recipe serial = recipes::make_recipe(one, alone);
+      serial.module->train();
+      alone.seed(5);
+      auto serial_opt = trainer::make_optimizer(one, *serial.module, alone);
+      std::unique_ptr<trainer::DataSource> all = serial.data(trainer::Split::Train);
+      serial_opt->begin_backward(true);
+      const Tensor serial_loss = serial.loss(all->next()).loss;
+      serial_loss.backward();
+      serial_opt->finish_backward();
 
-    parallel::ParallelContext ctx(*world_, shape);
-    const config::Config cfg = config("g", shape);
-    recipes::Recipe par = recipes::make_recipe(cfg, ctx);
-    par.module->train();
-    ctx.seed(5);
-    auto opt = trainer::make_optimizer(cfg, *par.module, ctx);
-    std::unique_ptr<trainer::DataSource> mine = par.data(trainer::Split::Train);
-    DropoutShardGuard rows(ctx.data_rank(), ctx.data_world());
-    opt->begin_backward(true);
-    const Tensor loss = par.loss(mine->next()).loss;
-    loss.backward();
-    opt->finish_backward();
+      parallel::ParallelContext ctx(*world_, shape);
+      const config::Config cfg = config("g", shape, {sp});
+      recipes::Recipe par = recipes::make_recipe(cfg, ctx);
+      par.module->train();
+      ctx.seed(5);
+      auto opt = trainer::make_optimizer(cfg, *par.module, ctx);
+      std::unique_ptr<trainer::DataSource> mine = par.data(trainer::Split::Train);
+      DropoutShardGuard rows(ctx.data_rank(), ctx.data_world());
+      opt->begin_backward(true);
+      const Tensor loss = par.loss(mine->next()).loss;
+      loss.backward();
+      opt->finish_backward();
 
-    const double mean =
-        parallel::sum_across(ctx.host({parallel::Axis::DP}), loss.item()) / double(shape.dp);
-    EXPECT_NEAR(mean, serial_loss.item(), kRtol * serial_loss.item()) << "loss";
-    EXPECT_NEAR(opt->grad_norm(), serial_opt->grad_norm(), kRtol * serial_opt->grad_norm())
-        << "gradient norm";
-    const nn::NamedTensors want = serial.module->named_parameters();
-    const nn::NamedTensors got = par.module->named_parameters();
-    const auto specs = par.module->named_parameter_specs();
-    ASSERT_EQ(got.size(), want.size());
-    for (size_t i = 0; i < got.size(); ++i) {
-      ASSERT_EQ(got[i].first, want[i].first);
-      ASSERT_TRUE(got[i].second.grad().defined()) << got[i].first;
-      EXPECT_TRUE(all_close(to_doubles(got[i].second.grad()),
-                            to_doubles(box_of(want[i].second.grad(), specs[i].second)), kRtol,
-                            kGradAtol))
-          << got[i].first << " (" << nn::describe(specs[i].second) << ")";
+      const double mean =
+          parallel::sum_across(ctx.host({parallel::Axis::DP}), loss.item()) / double(shape.dp);
+      EXPECT_NEAR(mean, serial_loss.item(), kRtol * serial_loss.item()) << "loss";
+      EXPECT_NEAR(opt->grad_norm(), serial_opt->grad_norm(), kRtol * serial_opt->grad_norm())
+          << "gradient norm";
+      const nn::NamedTensors want = serial.module->named_parameters();
+      const nn::NamedTensors got = par.module->named_parameters();
+      const auto specs = par.module->named_parameter_specs();
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t i = 0; i < got.size(); ++i) {
+        ASSERT_EQ(got[i].first, want[i].first);
+        ASSERT_TRUE(got[i].second.grad().defined()) << got[i].first;
+        EXPECT_TRUE(all_close(to_doubles(got[i].second.grad()),
+                              to_doubles(box_of(want[i].second.grad(), specs[i].second)), kRtol,
+                              kGradAtol))
+            << got[i].first << " (" << nn::describe(specs[i].second) << ")";
+      }
     }
-  }
 }
 
 TEST_F(GptTensorParallel, TenStepsEqualSerialPlainAndZero) {
   for (const MeshShape& shape : layouts())
     for (const char* zero : {"parallel.zero_stage=0", "parallel.zero_stage=1"}) {
-      SCOPED_TRACE(shape.str() + " " + zero);
+      // Sequence parallelism with ZeRO, plain data parallelism without.
+      const char* sp =
+          zero[20] == '1' ? "parallel.sequence_parallel=true" : "parallel.sequence_parallel=false";
+      SCOPED_TRACE(shape.str() + " " + zero + " " + sp);
       const std::string tag = "run" + std::to_string(shape.tp) + zero[20];
       std::ostringstream log;
       trainer::TrainOptions opt;
@@ -155,7 +160,7 @@ TEST_F(GptTensorParallel, TenStepsEqualSerialPlainAndZero) {
                          serial, alone, opt);
 
       parallel::ParallelContext ctx(*world_, shape);
-      const config::Config cfg = config(tag, shape, {zero});
+      const config::Config cfg = config(tag, shape, {zero, sp});
       recipes::Recipe par = recipes::make_recipe(cfg, ctx);
       const auto got = trainer::train(cfg, par, ctx, opt);
       ASSERT_EQ(got.losses.size(), 10u);
