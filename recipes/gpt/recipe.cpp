@@ -35,6 +35,9 @@ void validate_config(const config::Config& cfg) {
   const auto& p = cfg.parallel();
   for (auto [v, name] : {std::pair{p.cp(), "parallel.cp"}, {p.ep(), "parallel.ep"}})
     check(v == 1, name, "must be 1: the gpt family does not shard over cp or ep yet");
+  // The vocabulary-parallel loss and embedding have no device path yet.
+  check(p.tp() == 1 || cfg.train().device() == "cpu", "parallel.tp",
+        "> 1 runs on the CPU only so far (train.device is '" + cfg.train().device() + "')");
   check(m.n_head() % p.tp() == 0, "model.gpt.n_head",
         "must divide by parallel.tp (" + std::to_string(p.tp()) + "): each rank holds whole heads");
 }
