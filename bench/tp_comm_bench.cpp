@@ -8,7 +8,9 @@
 // parallelism the same volume as all-gathers and reduce-scatters. keel also
 // reduces the vocabulary-parallel embedding (forward), the tied head's input
 // gradient (backward) and the loss's per-row statistics, so the expected
-// ratio is a little above 1 ((4L + 2) / 4L plus O(rows)).
+// ratio is a little above 1 ((4L + 2) / 4L plus O(rows)). It also prints the
+// parameter + AdamW bytes each rank holds against the layout's promise
+// (sharded weights / tp + replicated ones): the ratio must be 1.
 //
 //   mpirun -np 2 build/bench/tp_comm_bench [--layers 12 --width 768 --heads 12
 //                                          --vocab 50304 --batch 1 --seq 128]
@@ -130,9 +132,25 @@ int main(int argc, char** argv) {
       Tensor loss = model.loss(ids, ids);
       loss.backward();
       if (world.rank() == 0)
-        std::printf("%-22s %14.0f %14.0f %8.3f %7lld\n",
-                    sp ? "tp + sequence parallel" : "tp", traffic->bytes, analytic,
-                    traffic->bytes / analytic, (long long)traffic->calls);
+        std::printf("%-22s %14.0f %14.0f %8.3f %7lld\n", sp ? "tp + sequence parallel" : "tp",
+                    traffic->bytes, analytic, traffic->bytes / analytic, (long long)traffic->calls);
+      if (sp) continue;
+      // Parameter + AdamW bytes on this rank (f32 weights, two f32 moments)
+      // against the split the layout promises: the sharded weights' logical
+      // size / tp plus the replicated ones whole.
+      double local = 0, sharded = 0, replicated = 0;
+      const auto specs = model.named_parameter_specs();
+      const nn::NamedTensors params = model.named_parameters();
+      for (size_t i = 0; i < params.size(); ++i) {
+        local += double(params[i].second.numel());
+        (specs[i].second.sharded() ? sharded : replicated) +=
+            double(shape_numel(specs[i].second.logical));
+      }
+      const double expect = sharded / double(tp) + replicated;
+      if (world.rank() == 0)
+        std::printf(
+            "%-22s %14.0f %14.0f %8.3f   (param + AdamW bytes per rank; whole model %.0f)\n",
+            "memory", 12 * local, 12 * expect, local / expect, 12 * (sharded + replicated));
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tp_comm_bench: %s\n", e.what());
