@@ -33,11 +33,13 @@ constexpr const char* kOp = "cross_entropy";
 
 Shape leading_shape(const Tensor& x) { return Shape(x.sizes().begin(), x.sizes().end() - 1); }
 
-void check_inputs(const char* op, const Tensor& logits, const Tensor& targets,
-                  double label_smoothing) {
+}  // namespace
+
+void check_cross_entropy_inputs(const char* op, const Tensor& logits, const Tensor& targets,
+                                double label_smoothing, const char* class_dim) {
   check_floating(op, logits, "logits");
-  KEEL_CHECK(logits.dim() >= 1 && logits.size(-1) > 0, op,
-             ": logits need a non-empty class dim V last, got ", logits.describe());
+  KEEL_CHECK(logits.dim() >= 1 && logits.size(-1) > 0, op, ": logits need a non-empty ", class_dim,
+             " last, got ", logits.describe());
   KEEL_CHECK(targets.defined(), op, ": targets are undefined for logits ", logits.describe());
   KEEL_CHECK((targets.dtype() == DType::I32 || targets.dtype() == DType::I64) &&
                  targets.sizes() == leading_shape(logits),
@@ -48,11 +50,9 @@ void check_inputs(const char* op, const Tensor& logits, const Tensor& targets,
              ": label_smoothing must be in [0, 1], got ", label_smoothing);
 }
 
-}  // namespace
-
 CrossEntropyOut cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                               double label_smoothing) {
-  check_inputs(kOp, logits, targets, label_smoothing);
+  check_cross_entropy_inputs(kOp, logits, targets, label_smoothing);
   const int64_t V = logits.size(-1), N = logits.numel() / V;
   Tensor lc = logits.contiguous().view({N, V});  // (N, V)
   Tensor tc = targets.contiguous().view({N});    // (N)
@@ -77,7 +77,7 @@ Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const T
                               const Tensor& lse, int64_t n_valid, int64_t ignore_index,
                               double label_smoothing) {
   const char* op = "cross_entropy backward";
-  check_inputs(op, logits, targets, label_smoothing);
+  check_cross_entropy_inputs(op, logits, targets, label_smoothing);
   check_devices(op, logits.device(), {&dloss, &lse});
   KEEL_CHECK(dloss.numel() == 1 && is_floating(dloss.dtype()), op,
              ": the loss gradient must be one floating value, got ", dloss.describe());
@@ -89,8 +89,8 @@ Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const T
   if (N == 0 || n_valid == 0) return zeros(logits.sizes(), logits.dtype(), logits.device());
   // Every element is written, ignored rows with zeros.
   Tensor dlogits = empty(logits.sizes(), logits.dtype(), logits.device());  // (..., V)
-  Tensor lc = logits.contiguous().view({N, V});  // (N, V)
-  Tensor tc = targets.contiguous().view({N});    // (N)
+  Tensor lc = logits.contiguous().view({N, V});                             // (N, V)
+  Tensor tc = targets.contiguous().view({N});                               // (N)
   Tensor lsec = lse.contiguous();
   Tensor dv = dlogits.view({N, V});  // (N, V), shares dlogits' storage
   on_device(

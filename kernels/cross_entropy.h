@@ -22,6 +22,13 @@ struct CrossEntropyOut {
   int64_t n_valid = 0;  // rows whose target is not ignore_index
 };
 
+// The argument checks of cross_entropy, for the ops that compute it another
+// way (the vocabulary-parallel loss): floating logits (..., V) with a
+// non-empty last dim (named `class_dim` in the message), i32/i64 targets of
+// the leading shape on the logits' device, label_smoothing in [0, 1].
+void check_cross_entropy_inputs(const char* op, const Tensor& logits, const Tensor& targets,
+                                double label_smoothing, const char* class_dim = "class dim V");
+
 // A target outside [0, V) that is not ignore_index is a keel::Error naming
 // the row, the value and V.
 CrossEntropyOut cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,

@@ -21,6 +21,7 @@
 #include "core/scalar_cast.h"
 #include "core/strided.h"
 #include "kernels/cpu/vec_math.h"
+#include "kernels/cross_entropy.h"
 
 namespace keel::parallel {
 
@@ -39,20 +40,12 @@ struct Shard {
   int64_t start = 0;  // first global class id held here
 };
 
-Shape leading_shape(const Tensor& x) { return Shape(x.sizes().begin(), x.sizes().end() - 1); }
-
 void check_inputs(const Tensor& logits, const Tensor& targets, const Communicator& tp,
                   double label_smoothing) {
   KEEL_CHECK(logits.defined(), kOp, ": logits are undefined");
-  KEEL_CHECK(is_floating(logits.dtype()), kOp, ": logits must be f32, bf16 or f16, got ",
-             logits.describe());
-  KEEL_CHECK(logits.dim() >= 1 && logits.size(-1) > 0, kOp,
-             ": logits need a non-empty vocabulary shard dim Vl last, got ", logits.describe());
-  KEEL_CHECK(targets.defined(), kOp, ": targets are undefined for logits ", logits.describe());
-  KEEL_CHECK((targets.dtype() == DType::I32 || targets.dtype() == DType::I64) &&
-                 targets.sizes() == leading_shape(logits),
-             kOp, ": targets must be i32 or i64 of shape ", shape_str(leading_shape(logits)),
-             " for logits ", logits.describe(), ", got ", targets.describe());
+  // The serial op's checks, then what this one adds.
+  kernels::check_cross_entropy_inputs(kOp, logits, targets, label_smoothing,
+                                      "vocabulary shard dim Vl");
   // The loops below are host code; a device path would go through the NCCL
   // communicator and a kernel of its own, which this op does not have yet.
   for (const Tensor* t : {&logits, &targets})
@@ -60,8 +53,6 @@ void check_inputs(const Tensor& logits, const Tensor& targets, const Communicato
                ": only host tensors are supported (no CUDA path yet), got ", t->describe());
   KEEL_CHECK(tp.device().is_cpu(), kOp, ": communicator '", tp.name(),
              "' moves device buffers, but this op works on host tensors");
-  KEEL_CHECK(label_smoothing >= 0.0 && label_smoothing <= 1.0, kOp,
-             ": label_smoothing must be in [0, 1], got ", label_smoothing);
 }
 
 // Runs serially before any collective, from the targets alone (identical on
