@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include "core/error.h"
@@ -237,39 +238,17 @@ void validate_config(const config::Config& c) {
 namespace {
 
 // Copies every set field of `from` into the field of the same name of `to`
-// (same type; repeated fields appended), except those in `skip`.
+// (repeated fields appended), except those in `skip`: through the text
+// format, which matches fields by name.
 void copy_fields(const pb::Message& from, pb::Message& to, const std::vector<std::string>& skip) {
-  const pb::Reflection* rf = from.GetReflection();
-  const pb::Reflection* rt = to.GetReflection();
-  std::vector<const pb::FieldDescriptor*> set;
-  rf->ListFields(from, &set);
-  for (const pb::FieldDescriptor* f : set) {
-    if (std::find(skip.begin(), skip.end(), f->name()) != skip.end()) continue;
-    const pb::FieldDescriptor* t = to.GetDescriptor()->FindFieldByName(f->name());
-    KEEL_ASSERT(t && t->cpp_type() == f->cpp_type(), f->full_name());
-    if (f->is_repeated()) {
-      KEEL_ASSERT(f->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING, f->full_name());
-      for (int i = 0; i < rf->FieldSize(from, f); ++i)
-        rt->AddString(&to, t, rf->GetRepeatedString(from, f, i));
-      continue;
-    }
-    switch (f->cpp_type()) {
-      case pb::FieldDescriptor::CPPTYPE_INT64:
-        rt->SetInt64(&to, t, rf->GetInt64(from, f));
-        break;
-      case pb::FieldDescriptor::CPPTYPE_DOUBLE:
-        rt->SetDouble(&to, t, rf->GetDouble(from, f));
-        break;
-      case pb::FieldDescriptor::CPPTYPE_BOOL:
-        rt->SetBool(&to, t, rf->GetBool(from, f));
-        break;
-      case pb::FieldDescriptor::CPPTYPE_STRING:
-        rt->SetString(&to, t, rf->GetString(from, f));
-        break;
-      default:
-        KEEL_ASSERT(false, f->full_name());
-    }
-  }
+  std::unique_ptr<pb::Message> kept(from.New());
+  kept->CopyFrom(from);
+  for (const std::string& name : skip)
+    kept->GetReflection()->ClearField(kept.get(), kept->GetDescriptor()->FindFieldByName(name));
+  std::string text;
+  pb::TextFormat::PrintToString(*kept, &text);
+  KEEL_ASSERT(pb::TextFormat::MergeFromString(text, &to), from.GetTypeName(), " -> ",
+              to.GetTypeName());
 }
 
 config::Config migrate(const config::LegacyConfig& old) {
