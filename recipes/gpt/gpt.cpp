@@ -78,6 +78,15 @@ GPT::GPT(const GptConfig& cfg, uint64_t seed, const nn::DropoutStreams& rng,
   KEEL_CHECK(!cfg_.sequence_parallel || tp > 1,
              "parallel.sequence_parallel needs parallel.tp > 1, got tp ", tp);
   if (cfg_.sequence_parallel) ln_f->set_sequence_parallel(tp_);
+  // The padding rows past the real vocabulary are no class: -inf in this
+  // shard's logits, as the serial loss leaves them out by narrowing.
+  const int64_t local = cfg_.padded_vocab() / tp, start = wte->vocab_start();
+  if (tp > 1 && start + local > cfg_.vocab_size) {
+    std::vector<float> pad(size_t(local), 0.0f);
+    for (int64_t j = std::max<int64_t>(cfg_.vocab_size - start, 0); j < local; ++j)
+      pad[size_t(j)] = -std::numeric_limits<float>::infinity();
+    pad_mask_ = from_vector<float>(pad, {local});  // (Vp / tp)
+  }
 }
 
 Tensor GPT::hidden(const Tensor& ids) const {
@@ -138,15 +147,8 @@ Tensor GPT::loss(const Tensor& ids, const Tensor& targets) const {
     return cross_entropy(reshape(logits, {-1, V}), reshape(targets, {-1}));
   }
   Tensor logits = local_logits(ids);  // (B, T, Vp / tp)
-  const int64_t local = logits.size(2), start = wte->vocab_start();
-  if (start + local > V) {
-    // The padding rows past the real vocabulary are no class: -inf, as the
-    // serial loss leaves them out by narrowing.
-    std::vector<float> pad(size_t(local), 0.0f);
-    for (int64_t j = std::max<int64_t>(V - start, 0); j < local; ++j)
-      pad[size_t(j)] = -std::numeric_limits<float>::infinity();
-    logits = add(logits, from_vector<float>(pad, {local}).to(logits.device()).to(logits.dtype()));
-  }
+  const int64_t local = logits.size(2);
+  if (pad_mask_.defined()) logits = add(logits, pad_mask_.to(logits.device()).to(logits.dtype()));
   return parallel::vocab_parallel_cross_entropy(reshape(logits, {-1, local}),
                                                 reshape(targets, {-1}), *tp_);
 }

@@ -74,6 +74,7 @@ class GPT : public nn::Module {
   GptConfig cfg_;
   std::unique_ptr<parallel::ParallelContext> own_ctx_;  // a world of one, without `ctx`
   parallel::Communicator* tp_ = nullptr;
+  Tensor pad_mask_;  // (Vp / tp) 0 / -inf over this shard's rows, when it holds padding (tp > 1)
   std::vector<Generator*> streams_;  // rng's generators, replayed by recomputed blocks
 };
 
