@@ -1,5 +1,6 @@
 #include "core/storage.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
@@ -37,6 +38,27 @@ class CpuAllocator final : public Allocator {
 
   void* allocate(size_t nbytes, Device) override {
     const size_t size = rounded(nbytes);
+    void* p = take(size);
+    const size_t now = allocated_.fetch_add(size, std::memory_order_relaxed) + size;
+    size_t peak = peak_.load(std::memory_order_relaxed);
+    while (now > peak && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+    }
+    return p;
+  }
+
+  void deallocate(void* ptr, size_t nbytes, Device) override {
+    const size_t size = rounded(nbytes);
+    allocated_.fetch_sub(size, std::memory_order_relaxed);
+    give(ptr, size);
+  }
+
+  HostMemoryStats stats() const {
+    return {allocated_.load(std::memory_order_relaxed), peak_.load(std::memory_order_relaxed)};
+  }
+  void reset_peak() { peak_.store(allocated_.load(std::memory_order_relaxed)); }
+
+ private:
+  void* take(size_t size) {
     if (size >= kCacheMin) {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = free_.find(size);
@@ -52,12 +74,11 @@ class CpuAllocator final : public Allocator {
       release_all();
       p = std::aligned_alloc(kCpuAlignment, size);
     }
-    KEEL_CHECK(p != nullptr, "out of host memory: asked for ", nbytes, " bytes");
+    KEEL_CHECK(p != nullptr, "out of host memory: asked for ", size, " bytes");
     return p;
   }
 
-  void deallocate(void* ptr, size_t nbytes, Device) override {
-    const size_t size = rounded(nbytes);
+  void give(void* ptr, size_t size) {
     if (size < kCacheMin) {
       std::free(ptr);
       return;
@@ -73,7 +94,6 @@ class CpuAllocator final : public Allocator {
     }
   }
 
- private:
   static size_t rounded(size_t nbytes) {
     if (nbytes == 0) return kCpuAlignment;
     const size_t unit = nbytes >= kCacheMin ? kPage : kCpuAlignment;
@@ -89,17 +109,24 @@ class CpuAllocator final : public Allocator {
   std::mutex mu_;
   std::multimap<size_t, void*> free_;  // rounded size -> block
   size_t cached_ = 0;
+  std::atomic<size_t> allocated_{0};
+  std::atomic<size_t> peak_{0};
 };
+
+CpuAllocator& host_allocator() {
+  static CpuAllocator a;
+  return a;
+}
 }  // namespace
 
 std::string Device::str() const {
   return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index);
 }
 
-Allocator& cpu_allocator() {
-  static CpuAllocator a;
-  return a;
-}
+Allocator& cpu_allocator() { return host_allocator(); }
+
+HostMemoryStats host_memory_stats() { return host_allocator().stats(); }
+void reset_host_peak_memory_stats() { host_allocator().reset_peak(); }
 
 Allocator& allocator_for(Device device) {
   if (device.is_cpu()) return cpu_allocator();

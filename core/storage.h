@@ -22,6 +22,16 @@ class Allocator {
 
 Allocator& cpu_allocator();
 Allocator& allocator_for(Device device);  // throws keel::Error if unavailable
+// What cpu_allocator() holds for live tensors, in bytes (each block's
+// rounded size; cached free blocks are not counted), and the high-water mark
+// since the start or the last reset: the benchmarks' activation memory.
+struct HostMemoryStats {
+  size_t allocated = 0;
+  size_t peak_allocated = 0;
+};
+HostMemoryStats host_memory_stats();
+// Sets peak_allocated to the current allocated bytes.
+void reset_host_peak_memory_stats();
 // Page-locked host memory from a caching allocator (core/cuda/allocator.h);
 // plain host memory (cpu_allocator) in a build without CUDA or when no
 // device is visible.
