@@ -8,9 +8,17 @@
 // parallelism the same volume as all-gathers and reduce-scatters. keel also
 // reduces the vocabulary-parallel embedding (forward), the tied head's input
 // gradient (backward) and the loss's per-row statistics, so the expected
-// ratio is a little above 1 ((4L + 2) / 4L plus O(rows)). It also prints the
+// ratio is a little above 1 ((4L + 2) / 4L plus O(rows)). With sequence
+// parallelism each column-parallel linear gathers its input again in the
+// backward pass (parallel/sequence_parallel_linear.h), 10/8 of the minimum
+// by design; that count is printed too. It also prints the
 // parameter + AdamW bytes each rank holds against the layout's promise
-// (sharded weights / tp + replicated ones): the ratio must be 1.
+// (sharded weights / tp + replicated ones): the ratio must be 1. Last, the
+// activation bytes a rank holds for backward (live host bytes after the
+// forward, less those before it) at tp = 1, at tp and at tp + sp, and the
+// sp / tp ratio against Megatron's (Korthikanti et al. 2022, per layer with
+// fused attention: 34/t sbh with sp against (10 + 24/t) sbh without). keel
+// keeps f32 activations and saves a different set, so only ratios compare.
 //
 //   mpirun -np 2 build/bench/tp_comm_bench [--layers 12 --width 768 --heads 12
 //                                          --vocab 50304 --batch 1 --seq 128]
@@ -20,6 +28,8 @@
 #include <memory>
 #include <string>
 
+#include "core/storage.h"
+#include "parallel/communicator.h"
 #include "parallel/context.h"
 #include "recipes/gpt/gpt.h"
 
@@ -121,19 +131,31 @@ int main(int argc, char** argv) {
     if (world.rank() == 0)
       std::printf("%-22s %14s %14s %8s %7s\n", "layout", "bytes/rank", "analytic", "ratio",
                   "calls");
-    for (bool sp : {false, true}) {
+    double activations[3] = {0, 0, 0};  // tp = 1, tp, tp + sp: bytes saved for backward
+    for (int layout : {0, 1, 2}) {
+      const bool sp = layout == 2;
       cfg.sequence_parallel = sp;
-      parallel::ParallelContext ctx(world, parallel::MeshShape{1, 1, 1, tp});
+      std::unique_ptr<Communicator> alone = parallel::local_world();
+      parallel::ParallelContext ctx(layout == 0 ? *alone : world,
+                                    parallel::MeshShape{1, 1, 1, layout == 0 ? 1 : tp});
       gpt::GPT model(cfg, 1, {}, &ctx);
       model.train();
       Generator g(3);
       Tensor ids = rand_uniform({B, T}, 0, double(cfg.vocab_size) - 1, g).to(DType::I64);  // (B, T)
       *traffic = Traffic{};
+      const size_t before = host_memory_stats().allocated;
       Tensor loss = model.loss(ids, ids);
+      activations[layout] = double(host_memory_stats().allocated - before);
       loss.backward();
+      if (layout == 0) continue;
       if (world.rank() == 0)
         std::printf("%-22s %14.0f %14.0f %8.3f %7lld\n", sp ? "tp + sequence parallel" : "tp",
                     traffic->bytes, analytic, traffic->bytes / analytic, (long long)traffic->calls);
+      // Both column-parallel linears of a layer gather their input again in
+      // backward (Megatron-LM does too): 2 all-gathers of (B, T, C) per layer.
+      if (sp && world.rank() == 0)
+        std::printf("%-22s %14.0f %14.0f %8.3f\n", "  with the re-gathers", traffic->bytes,
+                    analytic * 10.0 / 8.0, traffic->bytes / (analytic * 10.0 / 8.0));
       if (sp) continue;
       // Parameter + AdamW bytes on this rank (f32 weights, two f32 moments)
       // against the split the layout promises: the sharded weights' logical
@@ -151,6 +173,15 @@ int main(int argc, char** argv) {
         std::printf(
             "%-22s %14.0f %14.0f %8.3f   (param + AdamW bytes per rank; whole model %.0f)\n",
             "memory", 12 * local, 12 * expect, local / expect, 12 * (sharded + replicated));
+    }
+    const double t = double(tp), megatron = (34.0 / t) / (10.0 + 24.0 / t);
+    if (world.rank() == 0) {
+      std::printf("activation bytes/rank  tp=1 %.0f  tp=%d %.0f (%.3f of tp=1)  +sp %.0f (%.3f)\n",
+                  activations[0], tp, activations[1], activations[1] / activations[0],
+                  activations[2], activations[2] / activations[0]);
+      std::printf("activations sp / no sp %8.3f   Megatron's model %.3f   ratio %.3f\n",
+                  activations[2] / activations[1], megatron,
+                  activations[2] / activations[1] / megatron);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tp_comm_bench: %s\n", e.what());

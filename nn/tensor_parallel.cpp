@@ -1,6 +1,7 @@
 #include "nn/tensor_parallel.h"
 
 #include "parallel/collectives.h"
+#include "parallel/sequence_parallel_linear.h"
 
 namespace keel::nn {
 
@@ -44,9 +45,13 @@ Tensor ColumnParallelLinear::forward(const Tensor& x) const {
   // Identity forward; backward sums dx over tp (each rank saw its columns).
   // One rank has nothing to sum or gather: tp = 1 is the serial Linear.
   if (tp_->size() == 1) return linear(autocast(x), autocast(weight), autocast(bias));
-  Tensor in = sequence_parallel_ ? parallel::gather_from_sequence_region(x, 1, *tp_)  // (B, T, in)
-                                 : parallel::copy_to_region(x, *tp_);
-  Tensor y = linear(autocast(in), autocast(weight), autocast(bias));  // (..., out / tp)
+  // Under sequence parallelism the gather is fused with the product, which
+  // keeps only this rank's (B, T / tp, in) slice for backward.
+  Tensor y = sequence_parallel_
+                 ? parallel::sequence_parallel_linear(autocast(x), autocast(weight), autocast(bias),
+                                                      1, *tp_)  // (B, T, out / tp)
+                 : linear(autocast(parallel::copy_to_region(x, *tp_)), autocast(weight),
+                          autocast(bias));  // (..., out / tp)
   return gather_output_ ? parallel::gather_from_region(y, y.dim() - 1, *tp_) : y;
 }
 

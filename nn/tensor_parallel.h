@@ -14,10 +14,13 @@
 // Sequence parallelism (Megatron's): with `sequence_parallel`, activations
 // outside the linears are this rank's slice (B, T / tp, ...) of the
 // sequence (dim 1). A column-parallel linear all-gathers its input along T
-// (backward: reduce-scatter) instead of copying it; a row-parallel linear
+// (backward: reduce-scatter) instead of copying it, and keeps only its slice
+// for backward, gathering it again there for the weight gradient
+// (parallel/sequence_parallel_linear.h); a row-parallel linear
 // reduce-scatters its output along T (backward: all-gather) instead of
-// all-reducing it. The communication volume is the same; the norms and
-// dropouts between them hold 1 / tp of the activations.
+// all-reducing it. The norms, dropouts and linear inputs between them hold
+// 1 / tp of the activations, for one extra all-gather per column-parallel
+// linear in the backward (the all-reduce volume is otherwise unchanged).
 //
 // Every weight is registered with its ParamSpec and drawn as its box of the
 // serial tensor (nn::init_normal(spec, ...)), consuming the generator as the

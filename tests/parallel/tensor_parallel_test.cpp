@@ -60,43 +60,45 @@ class TensorParallel : public ::testing::Test {
 TEST_F(TensorParallel, ColumnParallelLinearIsItsSerialTwin) {
   for (const MeshShape& shape : layouts(world_->size()))
     for (int64_t stride : {1, 3})
-      for (bool gather : {false, true}) {
-        if (gather && stride > 1) continue;  // refused (see below)
-        SCOPED_TRACE(shape.str() + " stride " + std::to_string(stride) +
-                     (gather ? " gathered" : ""));
-        parallel::ParallelContext ctx(*world_, shape);
-        const int r = ctx.coord().tp, tp = shape.tp;
-        const int64_t in = 6, out = 12 * stride;
-        Generator g1(3), g2(3);
-        Linear serial(in, out, true, g1, 0.5);
-        ColumnParallelLinear col(in, out, true, ctx, g2, 0.5, gather, stride);
-        EXPECT_EQ(to_doubles(col.weight), to_doubles(shard_of(serial.weight, 0, r, tp, stride)))
-            << "the weight is the serial weight's box, bit for bit";
-        EXPECT_EQ(g1.offset(), g2.offset()) << "the generator moves as the serial draw's does";
-        {
-          NoGradGuard no_grad;  // a bias that is not zero, the same in both
-          serial.bias.copy_(random({out}, 9));
-          col.bias.copy_(shard_of(serial.bias, 0, r, tp, stride));
+      for (bool gather : {false, true})
+        for (bool sp : {false, true}) {
+          if (gather && stride > 1) continue;  // refused (see below)
+          SCOPED_TRACE(shape.str() + " stride " + std::to_string(stride) +
+                       (gather ? " gathered" : "") + (sp ? " sequence parallel" : ""));
+          parallel::ParallelContext ctx(*world_, shape);
+          const int r = ctx.coord().tp, tp = shape.tp;
+          const int64_t in = 6, out = 12 * stride;
+          Generator g1(3), g2(3);
+          Linear serial(in, out, true, g1, 0.5);
+          ColumnParallelLinear col(in, out, true, ctx, g2, 0.5, gather, stride, sp);
+          EXPECT_EQ(to_doubles(col.weight), to_doubles(shard_of(serial.weight, 0, r, tp, stride)))
+              << "the weight is the serial weight's box, bit for bit";
+          EXPECT_EQ(g1.offset(), g2.offset()) << "the generator moves as the serial draw's does";
+          {
+            NoGradGuard no_grad;  // a bias that is not zero, the same in both
+            serial.bias.copy_(random({out}, 9));
+            col.bias.copy_(shard_of(serial.bias, 0, r, tp, stride));
+          }
+          // Under sequence parallelism each rank passes its slice of T.
+          Tensor x1 = random({2, 4, in}, 4), x2 = sp ? shard_of(x1, 1, r, tp) : x1.clone();
+          x1.set_requires_grad(true);
+          x2.set_requires_grad(true);
+          Tensor rw = random({2, 4, out}, 5);
+          Tensor y1 = serial.forward(x1), y2 = col.forward(x2);
+          sum(mul(y1, rw)).backward();
+          // This rank's part of the same loss; dx comes back summed over tp.
+          sum(mul(y2, gather ? rw : shard_of(rw, 2, r, tp, stride))).backward();
+          if (gather) {
+            expect_close(y2, y1, "gathered output");
+          } else {
+            expect_close(y2, shard_of(y1, 2, r, tp, stride), "output columns");
+          }
+          // The gather's backward keeps this rank's chunk of dy, so the shard
+          // gradients are the serial gradients' boxes either way.
+          expect_close(col.weight.grad(), shard_of(serial.weight.grad(), 0, r, tp, stride), "dW");
+          expect_close(col.bias.grad(), shard_of(serial.bias.grad(), 0, r, tp, stride), "db");
+          expect_close(x2.grad(), sp ? shard_of(x1.grad(), 1, r, tp) : x1.grad(), "dx");
         }
-        Tensor x1 = random({2, 5, in}, 4), x2 = x1.clone();
-        x1.set_requires_grad(true);
-        x2.set_requires_grad(true);
-        Tensor rw = random({2, 5, out}, 5);
-        Tensor y1 = serial.forward(x1), y2 = col.forward(x2);
-        sum(mul(y1, rw)).backward();
-        // This rank's part of the same loss; dx comes back summed over tp.
-        sum(mul(y2, gather ? rw : shard_of(rw, 2, r, tp, stride))).backward();
-        if (gather) {
-          expect_close(y2, y1, "gathered output");
-        } else {
-          expect_close(y2, shard_of(y1, 2, r, tp, stride), "output columns");
-        }
-        // The gather's backward keeps this rank's chunk of dy, so the shard
-        // gradients are the serial gradients' boxes either way.
-        expect_close(col.weight.grad(), shard_of(serial.weight.grad(), 0, r, tp, stride), "dW");
-        expect_close(col.bias.grad(), shard_of(serial.bias.grad(), 0, r, tp, stride), "db");
-        expect_close(x2.grad(), x1.grad(), "dx");
-      }
 }
 
 TEST_F(TensorParallel, RowParallelLinearIsItsSerialTwin) {
