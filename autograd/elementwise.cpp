@@ -1,9 +1,10 @@
 // Differentiable elementwise ops. Binary ops reduce their gradients back to
 // each operand's shape (the inverse of broadcasting).
+#include "kernels/elementwise.h"
+
 #include <cmath>
 
 #include "autograd/ops.h"
-#include "kernels/elementwise.h"
 #include "kernels/reduce.h"
 
 namespace keel {
@@ -34,7 +35,8 @@ Tensor binary_op(BinaryOp op, const Tensor& a, const Tensor& b) {
     const Tensor& g = c.grad();
     Tensor ga, gb;
     switch (op) {
-      case BinaryOp::Eq: break;  // a mask: no gradient
+      case BinaryOp::Eq:
+        break;  // a mask: no gradient
       case BinaryOp::Add:
         if (c.needs(0)) ga = g;
         if (c.needs(1)) gb = g;
@@ -148,6 +150,7 @@ Tensor gelu_tanh(const Tensor& x) { return unary_op(UnaryOp::GeluTanh, x); }
 Tensor relu(const Tensor& x) { return unary_op(UnaryOp::Relu, x); }
 Tensor abs(const Tensor& x) { return unary_op(UnaryOp::Abs, x); }
 Tensor square(const Tensor& x) { return unary_op(UnaryOp::Square, x); }
+Tensor sin(const Tensor& x) { return unary_op(UnaryOp::Sin, x); }
 
 Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }

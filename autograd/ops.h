@@ -50,6 +50,7 @@ Tensor gelu_tanh(const Tensor& x);  // tanh approximation (GPT-2)
 Tensor relu(const Tensor& x);
 Tensor abs(const Tensor& x);
 Tensor square(const Tensor& x);
+Tensor sin(const Tensor& x);
 
 Tensor operator+(const Tensor& a, const Tensor& b);
 Tensor operator-(const Tensor& a, const Tensor& b);
@@ -135,8 +136,8 @@ class DropoutShardGuard {
 // ---- attention (autograd/attention.cpp) ----
 // q, k, v (B, H, T, D) -> (out (B, H, T, D), lse (B, H, T) f32).
 // scale defaults to 1/sqrt(D) when <= 0.
-std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                    bool causal, double scale = 0.0);
+std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                                    double scale = 0.0);
 // The same attention formed from matmul, softmax and dropout, with dropout
 // (p, training, gen) on the probabilities (B, H, Tq, Tk), which it
 // materialises: the path for attention dropout, which the fused op lacks.

@@ -11,9 +11,10 @@ namespace cpu {
 // the number of non-ignored rows. Throws keel::Error on a target out of range.
 int64_t cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                       float smoothing, Tensor& loss, float* lse);
-// dlogits (N, V) contiguous; scale = dloss / n_valid.
+// dlogits (N, V) contiguous; scale = dloss / n_valid; shard.total resolved.
 void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const float* lse,
-                            int64_t ignore_index, float smoothing, float scale, Tensor& dlogits);
+                            int64_t ignore_index, float smoothing, float scale,
+                            const ClassShard& shard, Tensor& dlogits);
 }  // namespace cpu
 
 namespace cuda {
@@ -24,7 +25,7 @@ int64_t cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignor
 // dloss is read on the device, so the backward does not synchronise.
 void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const float* lse,
                             int64_t ignore_index, float smoothing, const Tensor& dloss,
-                            int64_t n_valid, Tensor& dlogits);
+                            int64_t n_valid, const ClassShard& shard, Tensor& dlogits);
 }  // namespace cuda
 
 namespace {
@@ -75,7 +76,7 @@ CrossEntropyOut cross_entropy(const Tensor& logits, const Tensor& targets, int64
 
 Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const Tensor& targets,
                               const Tensor& lse, int64_t n_valid, int64_t ignore_index,
-                              double label_smoothing) {
+                              double label_smoothing, const ClassShard& shard) {
   const char* op = "cross_entropy backward";
   check_cross_entropy_inputs(op, logits, targets, label_smoothing);
   check_devices(op, logits.device(), {&dloss, &lse});
@@ -85,6 +86,9 @@ Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const T
              ": lse must be f32 ", shape_str(leading_shape(logits)), " for logits ",
              logits.describe(), ", got ", lse.describe());
   const int64_t V = logits.size(-1), N = logits.numel() / V;
+  const ClassShard cs{shard.start, shard.total > 0 ? shard.total : V};
+  KEEL_CHECK(cs.start >= 0 && cs.start + V <= cs.total, op, ": the ", V, " columns at class ",
+             cs.start, " do not fit in ", cs.total, " classes");
   // With no valid row the loss is the constant 0, so its gradient is zero.
   if (N == 0 || n_valid == 0) return zeros(logits.sizes(), logits.dtype(), logits.device());
   // Every element is written, ignored rows with zeros.
@@ -98,11 +102,11 @@ Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const T
       [&] {
         const float scale = float(dloss.item() / double(n_valid));
         cpu::cross_entropy_backward(lc, tc, lsec.data<float>(), ignore_index,
-                                    float(label_smoothing), scale, dv);
+                                    float(label_smoothing), scale, cs, dv);
       },
       [&] {
         cuda::cross_entropy_backward(lc, tc, lsec.data<float>(), ignore_index,
-                                     float(label_smoothing), dloss, n_valid, dv);
+                                     float(label_smoothing), dloss, n_valid, cs, dv);
       });
   return dlogits;
 }

@@ -34,10 +34,20 @@ void check_cross_entropy_inputs(const char* op, const Tensor& logits, const Tens
 CrossEntropyOut cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                               double label_smoothing);
 
+// Where the logits' V columns sit in the classes: [start, start + V) of
+// `total` (0: V itself). The vocabulary-parallel loss passes its shard's.
+struct ClassShard {
+  int64_t start = 0;
+  int64_t total = 0;
+};
+
 // dlogits = (softmax - smoothed one-hot) * dloss / n_valid on valid rows, 0
-// on ignored rows; dloss is the 0-dim gradient of the loss.
+// on ignored rows; dloss is the 0-dim gradient of the loss. For a shard of
+// the classes, lse is the full rows' log-sum-exp, the smoothing mass is
+// spread over all `total` classes, and a target outside the shard's columns
+// adds no one-hot term.
 Tensor cross_entropy_backward(const Tensor& dloss, const Tensor& logits, const Tensor& targets,
                               const Tensor& lse, int64_t n_valid, int64_t ignore_index,
-                              double label_smoothing);
+                              double label_smoothing, const ClassShard& shard = {});
 
 }  // namespace keel::kernels

@@ -23,34 +23,58 @@ void axpby(float alpha, const Tensor& a, float beta, const Tensor& b, Tensor& ou
 
 const char* unary_name(UnaryOp op) {
   switch (op) {
-    case UnaryOp::Neg: return "neg";
-    case UnaryOp::Exp: return "exp";
-    case UnaryOp::Log: return "log";
-    case UnaryOp::Sqrt: return "sqrt";
-    case UnaryOp::Rsqrt: return "rsqrt";
-    case UnaryOp::Tanh: return "tanh";
-    case UnaryOp::Sigmoid: return "sigmoid";
-    case UnaryOp::Silu: return "silu";
-    case UnaryOp::Softplus: return "softplus";
-    case UnaryOp::Gelu: return "gelu";
-    case UnaryOp::GeluTanh: return "gelu_tanh";
-    case UnaryOp::Relu: return "relu";
-    case UnaryOp::Abs: return "abs";
-    case UnaryOp::Square: return "square";
+    case UnaryOp::Neg:
+      return "neg";
+    case UnaryOp::Exp:
+      return "exp";
+    case UnaryOp::Log:
+      return "log";
+    case UnaryOp::Sqrt:
+      return "sqrt";
+    case UnaryOp::Rsqrt:
+      return "rsqrt";
+    case UnaryOp::Tanh:
+      return "tanh";
+    case UnaryOp::Sigmoid:
+      return "sigmoid";
+    case UnaryOp::Silu:
+      return "silu";
+    case UnaryOp::Softplus:
+      return "softplus";
+    case UnaryOp::Gelu:
+      return "gelu";
+    case UnaryOp::GeluTanh:
+      return "gelu_tanh";
+    case UnaryOp::Relu:
+      return "relu";
+    case UnaryOp::Abs:
+      return "abs";
+    case UnaryOp::Square:
+      return "square";
+    case UnaryOp::Sin:
+      return "sin";
   }
   return "?";
 }
 
 const char* binary_name(BinaryOp op) {
   switch (op) {
-    case BinaryOp::Add: return "add";
-    case BinaryOp::Sub: return "sub";
-    case BinaryOp::Mul: return "mul";
-    case BinaryOp::Div: return "div";
-    case BinaryOp::Pow: return "pow";
-    case BinaryOp::Max: return "maximum";
-    case BinaryOp::Min: return "minimum";
-    case BinaryOp::Eq: return "eq";
+    case BinaryOp::Add:
+      return "add";
+    case BinaryOp::Sub:
+      return "sub";
+    case BinaryOp::Mul:
+      return "mul";
+    case BinaryOp::Div:
+      return "div";
+    case BinaryOp::Pow:
+      return "pow";
+    case BinaryOp::Max:
+      return "maximum";
+    case BinaryOp::Min:
+      return "minimum";
+    case BinaryOp::Eq:
+      return "eq";
   }
   return "?";
 }
@@ -62,8 +86,8 @@ Shape broadcast_shape(const Tensor& a, const Tensor& b, const char* op) {
 static void check_pair(const char* op, const Tensor& a, const Tensor& b) {
   check_same_device(a, b, op);
   check_floating(op, a, "lhs");
-  KEEL_CHECK(a.dtype() == b.dtype(), op, ": dtypes differ (", a.describe(), " and ",
-             b.describe(), ")");
+  KEEL_CHECK(a.dtype() == b.dtype(), op, ": dtypes differ (", a.describe(), " and ", b.describe(),
+             ")");
 }
 
 Tensor unary(UnaryOp op, const Tensor& x) {
@@ -78,8 +102,8 @@ Tensor unary(UnaryOp op, const Tensor& x) {
 Tensor unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy) {
   check_floating(unary_name(op), dy, "grad");
   KEEL_CHECK(x.sizes() == dy.sizes() && y.sizes() == dy.sizes(), unary_name(op),
-             " backward: shapes differ: x ", x.shape_string(), ", y ", y.shape_string(),
-             ", dy ", dy.shape_string());
+             " backward: shapes differ: x ", x.shape_string(), ", y ", y.shape_string(), ", dy ",
+             dy.shape_string());
   Tensor dx = empty(x.sizes(), x.dtype(), x.device());
   on_device(
       unary_name(op), x.device(), [&] { cpu::unary_backward(op, x, y, dy, dx); },
@@ -116,8 +140,8 @@ Tensor axpby(double alpha, const Tensor& a, double beta, const Tensor& b) {
 
 void add_(Tensor& dst, const Tensor& src, double alpha) {
   check_pair("add_", dst, src);
-  KEEL_CHECK(broadcast_shape(dst, src, "add_") == dst.sizes(), "add_: cannot add ",
-             src.describe(), " into ", dst.describe());
+  KEEL_CHECK(broadcast_shape(dst, src, "add_") == dst.sizes(), "add_: cannot add ", src.describe(),
+             " into ", dst.describe());
   // Writing into dst while reading it elementwise at the same index is safe.
   on_device(
       "add_", dst.device(), [&] { cpu::axpby(1.0f, dst, float(alpha), src, dst); },

@@ -9,7 +9,21 @@
 namespace keel::kernels {
 
 enum class UnaryOp {
-  Neg, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Silu, Softplus, Gelu, GeluTanh, Relu, Abs, Square
+  Neg,
+  Exp,
+  Log,
+  Sqrt,
+  Rsqrt,
+  Tanh,
+  Sigmoid,
+  Silu,
+  Softplus,
+  Gelu,
+  GeluTanh,
+  Relu,
+  Abs,
+  Square,
+  Sin
 };
 // Eq yields 1 where a == b, else 0 (masks for gradients; not differentiable).
 enum class BinaryOp { Add, Sub, Mul, Div, Pow, Max, Min, Eq };

@@ -12,7 +12,9 @@ namespace keel::nn {
 // AutocastGuard, x, W and b are cast to the compute dtype (autograd/autocast.h).
 class Linear : public Module {
  public:
-  Linear(int64_t in, int64_t out, bool bias, Generator& gen, double init_std = 0.02);
+  // The weight is decayed by AdamW unless `weight_decay` is false.
+  Linear(int64_t in, int64_t out, bool bias, Generator& gen, double init_std = 0.02,
+         bool weight_decay = true);
   Tensor forward(const Tensor& x) const {
     return linear(autocast(x), autocast(weight), autocast(bias));
   }
@@ -29,6 +31,19 @@ class Embedding : public Module {
   Embedding(int64_t num, int64_t dim, Generator& gen, double init_std = 0.02);
   Tensor forward(const Tensor& ids) const { return autocast(embedding(weight, ids)); }
   Tensor weight;  // (num, dim)
+};
+
+// Depthwise causal conv over (B, C, T) (autograd causal_conv1d): weight
+// (C, K), bias (C) or none, drawn as PyTorch's Conv1d draws them, uniform in
+// +-1/sqrt(K). Output t sees inputs t-K+1..t. In the compute dtype under autocast.
+class CausalConv1d : public Module {
+ public:
+  CausalConv1d(int64_t channels, int64_t kernel, bool bias, Generator& gen);
+  Tensor forward(const Tensor& x) const {
+    return causal_conv1d(autocast(x), autocast(weight), autocast(bias));
+  }
+  Tensor weight;  // (C, K)
+  Tensor bias;    // (C) or undefined
 };
 
 class LayerNorm : public Module {

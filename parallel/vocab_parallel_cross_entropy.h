@@ -19,9 +19,10 @@ namespace keel::parallel {
 // [0, V) or == ignore_index; identical on every rank of `tp`, as are the
 // logits' shapes (checked: equal Vl across ranks). Returns the () f32 loss,
 // the same on every rank. label_smoothing in [0, 1] as in the serial op.
-// Host tensors only: a CUDA tensor is refused with a keel::Error (there is
-// no device path yet). Every rank must call it and run its backward; the
-// backward needs no communicator.
+// Host tensors go over an MPI communicator, device tensors over NCCL (a
+// mismatch is a keel::Error); the local work is fused kernels on either.
+// Every rank must call it and run its backward; the backward needs no
+// communicator.
 Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets, Communicator& tp,
                                     int64_t ignore_index = -100, double label_smoothing = 0.0);
 

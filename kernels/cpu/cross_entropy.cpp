@@ -4,6 +4,8 @@
 // pass: p = exp(x - lse), dx = (p - eps/V - (1 - eps)[v == target]) * scale.
 // Row losses are kept per row and added in row order in f64, so the loss
 // does not depend on the thread count.
+#include "kernels/cross_entropy.h"
+
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -79,12 +81,12 @@ int64_t forward(const Tensor& logits, const Tensor& targets, int64_t ignore_inde
 
 template <typename T, typename I>
 void backward(const Tensor& logits, const Tensor& targets, const float* lse, int64_t ignore_index,
-              float eps, float scale, Tensor& dlogits) {
+              float eps, float scale, const ClassShard& shard, Tensor& dlogits) {
   const int64_t N = logits.size(0), V = logits.size(1);
   const T* x = static_cast<const T*>(logits.raw_data());
   const I* t = static_cast<const I*>(targets.raw_data());
   T* dx = static_cast<T*>(dlogits.raw_data());
-  const float off = eps / float(V);  // the smoothing mass every class gets
+  const float off = eps / float(shard.total);  // the smoothing mass every class gets
 #pragma omp parallel for schedule(static) if (N * V >= kParallelGrain && N > 1)
   for (int64_t r = 0; r < N; ++r) {
     const T* xr = x + r * V;
@@ -99,8 +101,11 @@ void backward(const Tensor& logits, const Tensor& targets, const float* lse, int
 #pragma omp simd
     for (int64_t i = 0; i < V; ++i)
       dr[i] = store_f32<T>((exp_nonpositive(load_f32(xr[i]) - l) - off) * scale);
-    // The target's term is recomputed rather than patched, so bf16/f16 round once.
-    dr[tr] = store_f32<T>((exp_nonpositive(load_f32(xr[tr]) - l) - off - (1.0f - eps)) * scale);
+    // The target's term is recomputed rather than patched, so bf16/f16 round
+    // once; it is in another shard's columns when out of [0, V).
+    const int64_t i = tr - shard.start;
+    if (i >= 0 && i < V)
+      dr[i] = store_f32<T>((exp_nonpositive(load_f32(xr[i]) - l) - off - (1.0f - eps)) * scale);
   }
 }
 
@@ -108,8 +113,10 @@ void backward(const Tensor& logits, const Tensor& targets, const float* lse, int
 template <typename F>
 void dispatch(const Tensor& logits, const Tensor& targets, const char* what, F&& f) {
   KEEL_DISPATCH_FLOAT(logits.dtype(), what, {
-    if (targets.dtype() == DType::I32) f(T{}, int32_t{});
-    else f(T{}, int64_t{});
+    if (targets.dtype() == DType::I32)
+      f(T{}, int32_t{});
+    else
+      f(T{}, int64_t{});
   });
 }
 
@@ -129,11 +136,12 @@ int64_t cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignor
 }
 
 void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const float* lse,
-                            int64_t ignore_index, float smoothing, float scale, Tensor& dlogits) {
+                            int64_t ignore_index, float smoothing, float scale,
+                            const ClassShard& shard, Tensor& dlogits) {
   dispatch(logits, targets, "cross_entropy backward", [&](auto tv, auto iv) {
     using T = decltype(tv);
     using I = decltype(iv);
-    backward<T, I>(logits, targets, lse, ignore_index, smoothing, scale, dlogits);
+    backward<T, I>(logits, targets, lse, ignore_index, smoothing, scale, shard, dlogits);
   });
 }
 

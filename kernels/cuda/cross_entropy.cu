@@ -12,6 +12,7 @@
 // with zeros on ignored rows; dloss is read on the device (no host sync).
 #include <cmath>
 
+#include "kernels/cross_entropy.h"
 #include "kernels/cuda/common.cuh"
 
 namespace keel::kernels::cuda {
@@ -34,8 +35,7 @@ __global__ void __launch_bounds__(kRowThreads == 32 ? kThreads : kRowThreads)
     const bool live = r < N;
     const T* xr = x + (live ? r : 0) * V;
     MaxSum st{-INFINITY, 0.0f};
-    if (live)
-      for_row(xr, V, tid, kRowThreads, [&](int64_t, float v) { online_add(st, v); });
+    if (live) for_row(xr, V, tid, kRowThreads, [&](int64_t, float v) { online_add(st, v); });
     st = row_allreduce<kRowThreads>(st, MergeMaxSum{}, smem);
     const float m = st.m;
     // sd = sum(x - m) for label smoothing: shifted values are small, so the
@@ -104,12 +104,12 @@ template <typename T, typename I, int kRowThreads>
 __global__ void __launch_bounds__(kRowThreads == 32 ? kThreads : kRowThreads)
     ce_backward_rows(const T* x, const I* targets, const float* lse, int64_t N, int64_t V,
                      int64_t ignore_index, float eps, const void* dloss, DType dloss_dtype,
-                     int64_t n_valid, T* dx) {
+                     int64_t n_valid, int64_t start, int64_t total, T* dx) {
   constexpr int kBlock = kRowThreads == 32 ? kThreads : kRowThreads;
   constexpr int kRows = kBlock / kRowThreads;
   const int tid = int(threadIdx.x) % kRowThreads;
   const float scale = float(double(load_scalar(dloss, dloss_dtype)) / double(n_valid));
-  const float off = eps / float(V);  // the smoothing mass every class gets
+  const float off = eps / float(total);  // the smoothing mass every class gets
   const float hit = 1.0f - eps;
   for (int64_t rb = int64_t(blockIdx.x) * kRows; rb < N; rb += int64_t(gridDim.x) * kRows) {
     const int64_t r = rb + threadIdx.x / kRowThreads;
@@ -122,9 +122,10 @@ __global__ void __launch_bounds__(kRowThreads == 32 ? kThreads : kRowThreads)
       continue;
     }
     const float l = lse[r];
+    const int64_t t_local = t - start;  // outside [0, V): another shard's column
     map_row(xr, dr, V, tid, kRowThreads, [=](int64_t i, float v) {
       const float p = expf(v - l) - off;
-      return (i == t ? p - hit : p) * scale;
+      return (i == t_local ? p - hit : p) * scale;
     });
   }
 }
@@ -166,7 +167,8 @@ int64_t forward(const Tensor& logits, const Tensor& targets, int64_t ignore_inde
 
 template <typename T, typename I>
 void backward(const Tensor& logits, const Tensor& targets, const float* lse, int64_t ignore_index,
-              float eps, const Tensor& dloss, int64_t n_valid, Tensor& dlogits) {
+              float eps, const Tensor& dloss, int64_t n_valid, const ClassShard& shard,
+              Tensor& dlogits) {
   const int64_t N = logits.size(0), V = logits.size(1);
   cudaStream_t stream = stream_of(logits);
   const T* xp = data_ptr<const T>(logits);
@@ -174,12 +176,14 @@ void backward(const Tensor& logits, const Tensor& targets, const float* lse, int
   T* dp = data_ptr<T>(dlogits);
   if (V <= 1024) {
     const auto blocks = unsigned(std::min<int64_t>((N + 7) / 8, INT32_MAX));
-    ce_backward_rows<T, I, 32><<<blocks, kThreads, 0, stream>>>(
-        xp, tp, lse, N, V, ignore_index, eps, dloss.raw_data(), dloss.dtype(), n_valid, dp);
+    ce_backward_rows<T, I, 32>
+        <<<blocks, kThreads, 0, stream>>>(xp, tp, lse, N, V, ignore_index, eps, dloss.raw_data(),
+                                          dloss.dtype(), n_valid, shard.start, shard.total, dp);
   } else {
     const auto blocks = unsigned(std::min<int64_t>(N, INT32_MAX));
-    ce_backward_rows<T, I, 512><<<blocks, 512, 0, stream>>>(
-        xp, tp, lse, N, V, ignore_index, eps, dloss.raw_data(), dloss.dtype(), n_valid, dp);
+    ce_backward_rows<T, I, 512><<<blocks, 512, 0, stream>>>(xp, tp, lse, N, V, ignore_index, eps,
+                                                            dloss.raw_data(), dloss.dtype(),
+                                                            n_valid, shard.start, shard.total, dp);
   }
   KEEL_CUDA_CHECK(cudaGetLastError());
 }
@@ -202,10 +206,10 @@ int64_t cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignor
 // dlogits (N, V) contiguous; dloss a one-element floating tensor on the device.
 void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const float* lse,
                             int64_t ignore_index, float smoothing, const Tensor& dloss,
-                            int64_t n_valid, Tensor& dlogits) {
+                            int64_t n_valid, const ClassShard& shard, Tensor& dlogits) {
   KEEL_CUDA_DISPATCH_FLOAT(logits.dtype(), "cross_entropy backward", {
     KEEL_CUDA_DISPATCH_INDEX(targets.dtype(), "cross_entropy targets", {
-      backward<T, I>(logits, targets, lse, ignore_index, smoothing, dloss, n_valid, dlogits);
+      backward<T, I>(logits, targets, lse, ignore_index, smoothing, dloss, n_valid, shard, dlogits);
     });
   });
 }

@@ -60,8 +60,10 @@ __device__ __forceinline__ float apply_unary(float x) {
     return x > 0.0f ? x : 0.0f;
   else if constexpr (Op == UnaryOp::Abs)
     return fabsf(x);
+  else if constexpr (Op == UnaryOp::Square)
+    return x * x;
   else
-    return x * x;  // Square
+    return sinf(x);  // Sin
 }
 
 // d f(x) / dx, given x and y = f(x).
@@ -95,8 +97,10 @@ __device__ __forceinline__ float unary_derivative(float x, float y) {
     return x > 0.0f ? 1.0f : 0.0f;
   } else if constexpr (Op == UnaryOp::Abs) {
     return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f);
+  } else if constexpr (Op == UnaryOp::Square) {
+    return 2.0f * x;
   } else {
-    return 2.0f * x;  // Square
+    return cosf(x);  // Sin
   }
 }
 
@@ -251,10 +255,12 @@ void map_float(const char* what, Tensor& out, const std::array<const Tensor*, N>
   KEEL_CUDA_DISPATCH_FLOAT(out.dtype(), what, launch_map<T, N>(out, in, f));
 }
 
-#define KEEL_UNARY_CASES(M)                                                                 \
-  M(Neg)                                                                                    \
-  M(Exp) M(Log) M(Sqrt) M(Rsqrt) M(Tanh) M(Sigmoid) M(Silu) M(Softplus) M(Gelu) M(GeluTanh) \
-      M(Relu) M(Abs) M(Square)
+#define KEEL_UNARY_CASES(M)                                                                  \
+  M(Neg)                                                                                     \
+  M(Exp)                                                                                     \
+  M(Log)                                                                                     \
+  M(Sqrt) M(Rsqrt) M(Tanh) M(Sigmoid) M(Silu) M(Softplus) M(Gelu) M(GeluTanh) M(Relu) M(Abs) \
+      M(Square) M(Sin)
 #define KEEL_BINARY_CASES(M) M(Add) M(Sub) M(Mul) M(Div) M(Pow) M(Max) M(Min) M(Eq)
 
 }  // namespace

@@ -1,7 +1,6 @@
 #include "recipes/gpt/recipe.h"
 
-#include "recipes/gpt/generate.h"
-#include "trainer/shard_source.h"
+#include "recipes/causal_lm.h"
 
 namespace keel::gpt {
 
@@ -35,9 +34,6 @@ void validate_config(const config::Config& cfg) {
   const auto& p = cfg.parallel();
   for (auto [v, name] : {std::pair{p.cp(), "parallel.cp"}, {p.ep(), "parallel.ep"}})
     check(v == 1, name, "must be 1: the gpt family does not shard over cp or ep yet");
-  // The vocabulary-parallel loss and embedding have no device path yet.
-  check(p.tp() == 1 || cfg.train().device() == "cpu", "parallel.tp",
-        "> 1 runs on the CPU only so far (train.device is '" + cfg.train().device() + "')");
   check(m.n_head() % p.tp() == 0, "model.gpt.n_head",
         "must divide by parallel.tp (" + std::to_string(p.tp()) + "): each rank holds whole heads");
 }
@@ -45,12 +41,7 @@ void validate_config(const config::Config& cfg) {
 GptConfig gpt_config(const config::Config& cfg) {
   const auto& m = cfg.model().gpt();
   GptConfig c;
-  c.vocab_size = m.vocab_size() > 0 ? m.vocab_size() : trainer::data_vocab_size(cfg);
-  if (m.vocab_size() > 0 && trainer::has_train_shards_on_disk(cfg)) {
-    const int64_t data_vocab = trainer::data_vocab_size(cfg);
-    KEEL_CHECK(c.vocab_size >= data_vocab, "config: model.gpt.vocab_size ", c.vocab_size,
-               " is smaller than the data's vocabulary (", data_vocab, ")");
-  }
+  c.vocab_size = recipes::lm_vocab_size(cfg, m.vocab_size(), "model.gpt.vocab_size");
   c.padded_vocab_size = m.padded_vocab_size();
   c.block_size = m.block_size();
   c.n_layer = m.n_layer();
@@ -70,20 +61,7 @@ recipes::Recipe make_recipe(const config::Config& cfg, parallel::ParallelContext
                             nn::DropoutStreams{&ctx.rng(parallel::RngRegion::Replicated),
                                                &ctx.rng(parallel::RngRegion::ModelParallel)},
                             &ctx);
-  recipes::Recipe r;
-  r.module = model;
-  r.loss = [model](const trainer::Batch& b) {
-    return trainer::LossOutput{model->loss(b.at("inputs"), b.at("targets")), {}};
-  };
-  const int data_rank = ctx.data_rank(), data_world = ctx.data_world();
-  r.data = [cfg, data_rank, data_world](trainer::Split split) {
-    return trainer::make_shard_source(cfg, split, data_rank, data_world);
-  };
-  r.has_val = [cfg] { return trainer::has_val_shards(cfg); };
-  r.sample = [model](std::vector<int32_t> prompt, const recipes::SampleOptions& o) {
-    return generate(*model, std::move(prompt), o);
-  };
-  return r;
+  return recipes::causal_lm_recipe(model, cfg, ctx);
 }
 
 }  // namespace keel::gpt

@@ -26,10 +26,10 @@ using kernels::UnaryOp;
 
 const DType kFloatTypes[] = {DType::F32, DType::BF16, DType::F16};
 
-const UnaryOp kUnaryOps[] = {UnaryOp::Neg,      UnaryOp::Exp,   UnaryOp::Log,      UnaryOp::Sqrt,
-                             UnaryOp::Rsqrt,    UnaryOp::Tanh,  UnaryOp::Sigmoid,  UnaryOp::Silu,
-                             UnaryOp::Softplus, UnaryOp::Gelu,  UnaryOp::GeluTanh, UnaryOp::Relu,
-                             UnaryOp::Abs,      UnaryOp::Square};
+const UnaryOp kUnaryOps[] = {UnaryOp::Neg,      UnaryOp::Exp,    UnaryOp::Log,      UnaryOp::Sqrt,
+                             UnaryOp::Rsqrt,    UnaryOp::Tanh,   UnaryOp::Sigmoid,  UnaryOp::Silu,
+                             UnaryOp::Softplus, UnaryOp::Gelu,   UnaryOp::GeluTanh, UnaryOp::Relu,
+                             UnaryOp::Abs,      UnaryOp::Square, UnaryOp::Sin};
 
 const BinaryOp kBinaryOps[] = {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div,
                                BinaryOp::Pow, BinaryOp::Max, BinaryOp::Min, BinaryOp::Eq};

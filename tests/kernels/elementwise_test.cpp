@@ -1,10 +1,11 @@
 // Elementwise ops: forward against float64 references, backward against
 // float64 finite differences, broadcasting, strided inputs, dtypes, errors.
+#include "kernels/elementwise.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "kernels/elementwise.h"
 #include "tests/testing/gradcheck.h"
 
 namespace keel {
@@ -43,6 +44,7 @@ const UnaryCase kUnary[] = {
     {"relu", relu, [](double x) { return x > 0 ? x : 0; }, -2, 2},
     {"abs", abs, [](double x) { return std::fabs(x); }, -2, 2},
     {"square", square, [](double x) { return x * x; }, -2, 2},
+    {"sin", sin, [](double x) { return std::sin(x); }, -4, 4},
 };
 
 TEST(Elementwise, UnaryForwardAndBackward) {
@@ -64,7 +66,8 @@ TEST(Elementwise, UnaryOnStridedInput) {
   Tensor x = base.transpose(0, 1);  // (6, 4), not contiguous
   Tensor y = kernels::unary(kernels::UnaryOp::Exp, x);
   Doubles xd = testing::to_doubles(x), yd = testing::to_doubles(y);
-  for (size_t i = 0; i < xd.size(); ++i) EXPECT_NEAR(yd[i], std::exp(xd[i]), 1e-6 * std::exp(xd[i]));
+  for (size_t i = 0; i < xd.size(); ++i)
+    EXPECT_NEAR(yd[i], std::exp(xd[i]), 1e-6 * std::exp(xd[i]));
 }
 
 struct BinaryCase {
@@ -162,7 +165,8 @@ TEST(Elementwise, HalfPrecisionStorageComputesInF32) {
   EXPECT_EQ(h.dtype(), DType::F16);
   Doubles hd = testing::to_doubles(h);
   Doubles xd = testing::to_doubles(testing::uniform({64}, 3).to(DType::F16));
-  for (size_t i = 0; i < hd.size(); ++i) EXPECT_NEAR(hd[i], std::exp(xd[i]), 2e-3 * std::exp(xd[i]));
+  for (size_t i = 0; i < hd.size(); ++i)
+    EXPECT_NEAR(hd[i], std::exp(xd[i]), 2e-3 * std::exp(xd[i]));
 }
 
 TEST(Elementwise, LargeTensorsUseAllThreadsAndMatch) {
@@ -171,7 +175,8 @@ TEST(Elementwise, LargeTensorsUseAllThreadsAndMatch) {
   Tensor b = testing::uniform({100000}, 2);
   Doubles y = testing::to_doubles(mul(a, b));
   Doubles ad = testing::to_doubles(a), bd = testing::to_doubles(b);
-  for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(y[i], double(float(ad[i]) * float(bd[i % 100000])));
+  for (size_t i = 0; i < y.size(); ++i)
+    ASSERT_EQ(y[i], double(float(ad[i]) * float(bd[i % 100000])));
 }
 
 TEST(Elementwise, BadInputsNameShapesAndDtypes) {

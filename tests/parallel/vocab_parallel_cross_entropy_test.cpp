@@ -126,6 +126,36 @@ TEST(VocabParallelCrossEntropy, MatchesSerial) {
   });
 }
 
+// A padded vocabulary masks its last classes with -inf, and at tp > 1 a
+// rank may hold nothing else (GPT pads to a multiple of 128 and splits it):
+// that rank adds nothing, and the loss and gradients are the serial ones.
+TEST(VocabParallelCrossEntropy, AShardOfMaskedClassesOnlyAddsNothing) {
+  on_each_tp([](Communicator& tp) {
+    const int64_t vl = 8, V = vl * tp.size(), N = 6;
+    const int64_t real = tp.size() == 1 ? vl - 3 : vl;      // the first shard's classes only
+    Tensor full = testing::uniform({N, V}, 47, -3.0, 3.0);  // (N, V)
+    {
+      NoGradGuard no_grad;
+      full.narrow(1, real, V - real).fill_(-std::numeric_limits<double>::infinity());
+    }
+    const Tensor targets = from_vector<int64_t>({0, real - 1, 2, -100, 1, 3}, {N});
+    Tensor xs = full.clone();
+    xs.set_requires_grad();
+    Tensor serial = cross_entropy(xs, targets, -100, 0.0);
+    serial.backward();
+    Tensor xl = full.narrow(1, tp.rank() * vl, vl).clone();  // (N, Vl)
+    xl.set_requires_grad();
+    Tensor loss = vocab_parallel_cross_entropy(xl, targets, tp, -100, 0.0);
+    loss.backward();
+    EXPECT_TRUE(std::isfinite(loss.item()));
+    EXPECT_TRUE(all_close(to_doubles(loss), to_doubles(serial), kLossRtol, 0.0));
+    EXPECT_TRUE(all_close(to_doubles(xl.grad()),
+                          to_doubles(xs.grad().narrow(1, tp.rank() * vl, vl)), kGradRtol,
+                          kGradAtol))
+        << "gradient of this rank's shard (zero on masked classes)";
+  });
+}
+
 // Logits far from 0: the max shift keeps exp and the smoothing sum finite.
 TEST(VocabParallelCrossEntropy, LargeLogitsStayFinite) {
   on_each_tp([](Communicator& tp) {

@@ -5,7 +5,6 @@
 // a 10-step AdamW trajectory (global-norm clipping included) on the same batch:
 // the losses, the gradient norms and the final weights, per tensor.
 #include <gtest/gtest.h>
-#include <hdf5.h>
 
 #include <algorithm>
 #include <cmath>
@@ -17,15 +16,22 @@
 
 #include "recipes/gpt/gpt.h"
 #include "recipes/recipe.h"
-#include "tests/testing/gradcheck.h"
-#include "trainer/optim.h"
+#include "tests/testing/golden.h"
 
 namespace keel::gpt {
 namespace {
 
 using testing::all_close;
+using testing::Dataset;
 using testing::Doubles;
+using testing::expect_tensor_close;
+using testing::GoldenFile;
+using testing::load_init;
+using testing::max_abs;
+using testing::max_abs_diff;
+using testing::run_adamw_trajectory;
 using testing::to_doubles;
+using testing::Trajectory;
 
 const char* const kGoldenPath = KEEL_SOURCE_DIR "/tests/golden/gpt_tiny.h5";
 const char* const kRegenerate = "/usr/bin/python3 scripts/reference/gpt_golden.py";
@@ -59,101 +65,6 @@ constexpr double kFinalRtol = 1e-5, kFinalAtol = 5e-6;
 // steps) without any effect on the outputs. Bound: 10% of one step.
 constexpr double kKeyBiasAtol = 1e-4;
 
-// ---- reading the golden file (HDF5 C API; no keel checkpoint markers needed) ----
-
-class H5File {
- public:
-  explicit H5File(const std::string& path)
-      : id_(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)) {}
-  ~H5File() {
-    if (id_ >= 0) H5Fclose(id_);
-  }
-  H5File(const H5File&) = delete;
-  H5File& operator=(const H5File&) = delete;
-  hid_t id() const { return id_; }
-
- private:
-  hid_t id_;
-};
-
-struct Dataset {
-  Shape shape;
-  Doubles values;             // float datasets, converted by HDF5 to double
-  std::vector<int64_t> ints;  // integer datasets
-};
-
-// Reads `name` converted to `mem_type` (H5T_NATIVE_DOUBLE or H5T_NATIVE_INT64).
-Dataset read_dataset(hid_t file, const std::string& name, hid_t mem_type) {
-  Dataset out;
-  if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0) {
-    ADD_FAILURE() << kGoldenPath << ": missing dataset " << name;
-    return out;
-  }
-  hid_t ds = H5Dopen2(file, name.c_str(), H5P_DEFAULT);
-  hid_t space = H5Dget_space(ds);
-  const int rank = H5Sget_simple_extent_ndims(space);
-  std::vector<hsize_t> dims(size_t(std::max(rank, 0)));
-  H5Sget_simple_extent_dims(space, dims.data(), nullptr);
-  int64_t n = 1;
-  for (hsize_t d : dims) {
-    out.shape.push_back(int64_t(d));
-    n *= int64_t(d);
-  }
-  herr_t rc;
-  if (mem_type == H5T_NATIVE_INT64) {
-    out.ints.resize(size_t(n));
-    rc = H5Dread(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.ints.data());
-  } else {
-    out.values.resize(size_t(n));
-    rc = H5Dread(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.values.data());
-  }
-  EXPECT_GE(rc, 0) << kGoldenPath << ": cannot read " << name;
-  H5Sclose(space);
-  H5Dclose(ds);
-  return out;
-}
-
-Dataset read_floats(hid_t file, const std::string& name) {
-  return read_dataset(file, name, H5T_NATIVE_DOUBLE);
-}
-
-Tensor read_ids(hid_t file, const std::string& name) {
-  Dataset d = read_dataset(file, name, H5T_NATIVE_INT64);
-  return from_vector<int64_t>(d.ints, d.shape);  // (B, T) i64
-}
-
-int64_t read_int_attr(hid_t file, const char* name) {
-  int64_t v = -1;
-  hid_t a = H5Aopen(file, name, H5P_DEFAULT);
-  EXPECT_GE(a, 0) << kGoldenPath << ": missing attribute " << name;
-  if (a < 0) return v;
-  EXPECT_GE(H5Aread(a, H5T_NATIVE_INT64, &v), 0);
-  H5Aclose(a);
-  return v;
-}
-
-double read_float_attr(hid_t file, const char* name) {
-  double v = NAN;
-  hid_t a = H5Aopen(file, name, H5P_DEFAULT);
-  EXPECT_GE(a, 0) << kGoldenPath << ": missing attribute " << name;
-  if (a < 0) return v;
-  EXPECT_GE(H5Aread(a, H5T_NATIVE_DOUBLE, &v), 0);
-  H5Aclose(a);
-  return v;
-}
-
-double max_abs_diff(const Doubles& a, const Doubles& b) {
-  double m = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
-  return m;
-}
-
-double max_abs(const Doubles& a) {
-  double m = 0;
-  for (double x : a) m = std::max(m, std::fabs(x));
-  return m;
-}
-
 bool is_qkv_bias(const std::string& name) {
   const std::string suffix = ".attn.qkv.bias";
   return name.size() > suffix.size() &&
@@ -162,16 +73,13 @@ bool is_qkv_bias(const std::string& name) {
 
 // Compares one parameter-shaped tensor, naming it on failure; the key entries
 // of a qkv bias get `key_bias_atol` instead of `atol`. Returns the max abs error.
-double expect_tensor_close(const std::string& what, const std::string& name, const Tensor& actual,
-                           const Dataset& expected, double rtol, double atol, double key_bias_atol,
-                           int64_t n_embd) {
+double expect_gpt_tensor_close(const std::string& what, const std::string& name,
+                               const Tensor& actual, const Dataset& expected, double rtol,
+                               double atol, double key_bias_atol, int64_t n_embd) {
+  if (!is_qkv_bias(name)) return expect_tensor_close(what, name, actual, expected, rtol, atol);
   EXPECT_EQ(actual.sizes(), expected.shape) << what << " " << name;
   if (actual.sizes() != expected.shape) return INFINITY;
   Doubles got = to_doubles(actual);
-  if (!is_qkv_bias(name)) {
-    EXPECT_TRUE(all_close(got, expected.values, rtol, atol)) << what << " " << name;
-    return max_abs_diff(got, expected.values);
-  }
   auto part = [&](const Doubles& v, int64_t k) {  // k: 0 query, 1 key, 2 value
     return Doubles(v.begin() + k * n_embd, v.begin() + (k + 1) * n_embd);
   };
@@ -188,15 +96,15 @@ class GptGoldenTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(std::filesystem::exists(kGoldenPath))
         << "golden file " << kGoldenPath << " is missing; regenerate it with " << kRegenerate;
-    file_ = std::make_unique<H5File>(kGoldenPath);
-    ASSERT_GE(file_->id(), 0) << "cannot open " << kGoldenPath;
-    const hid_t f = file_->id();
+    file_ = std::make_unique<GoldenFile>(kGoldenPath);
+    ASSERT_TRUE(file_->ok()) << "cannot open " << kGoldenPath;
+    const GoldenFile& f = *file_;
 
     // Built as every model is, through the family registry from a config.
     std::string text = "model { gpt { dropout: 0 bias: true";
     for (const char* field :
          {"vocab_size", "padded_vocab_size", "block_size", "n_layer", "n_head", "n_embd"})
-      text += std::string(" ") + field + ": " + std::to_string(read_int_attr(f, field));
+      text += std::string(" ") + field + ": " + std::to_string(f.int_attr(field));
     text +=
         " } }\ndata { shards { train_files: 'unused.bin' } batch_size: 1 seq_len: 1 }\n"
         "train { steps: 1 seed: 1 }\n";  // weights replaced from /init below
@@ -208,28 +116,15 @@ class GptGoldenTest : public ::testing::Test {
     ASSERT_EQ(cfg_.padded_vocab(), 128);
 
     // /init holds exactly keel's parameters, by name and shape.
-    nn::NamedTensors init;
-    for (const auto& [name, p] : model_->named_parameters()) {
-      Dataset d = read_floats(f, "/init/" + name);
-      std::vector<float> v(d.values.begin(), d.values.end());  // exact: stored as f32
-      init.emplace_back(name, from_vector<float>(v, d.shape));
-    }
+    load_init(f, *model_);
     ASSERT_FALSE(::testing::Test::HasFailure());
-    H5G_info_t info;
-    hid_t g = H5Gopen2(f, "/init", H5P_DEFAULT);
-    ASSERT_GE(g, 0);
-    H5Gget_info(g, &info);
-    H5Gclose(g);
-    ASSERT_EQ(info.nlinks, init.size()) << "/init and keel's GPT list different parameters";
-    model_->load_state_dict(init);  // refuses unknown names and shape mismatches
-
-    ids_ = read_ids(f, "/batch/ids");
-    targets_ = read_ids(f, "/batch/targets");
+    ids_ = f.ids("/batch/ids");
+    targets_ = f.ids("/batch/targets");
   }
 
-  Dataset ref(const std::string& name) const { return read_floats(file_->id(), name); }
+  Dataset ref(const std::string& name) const { return file_->floats(name); }
 
-  std::unique_ptr<H5File> file_;
+  std::unique_ptr<GoldenFile> file_;
   // The loss the trainer would call: the recipe's, on a batch of named tensors.
   Tensor loss() const {
     return recipe_.loss(trainer::Batch{{{"inputs", ids_}, {"targets", targets_}}}).loss;
@@ -277,8 +172,8 @@ TEST_F(GptGoldenTest, ForwardAndGradientsMatchPyTorch) {
     const double scale = max_abs(g.values);
     ASSERT_GT(scale, 0) << "reference gradient of " << name << " is zero";
     const double err =
-        expect_tensor_close("gradient of", name, p.grad(), g, kGradRtol, kGradAtolOfMax * scale,
-                            kGradAtolOfMax * scale, cfg_.n_embd);
+        expect_gpt_tensor_close("gradient of", name, p.grad(), g, kGradRtol, kGradAtolOfMax * scale,
+                                kGradAtolOfMax * scale, cfg_.n_embd);
     worst_grad = std::max(worst_grad, err / scale);
   }
   std::cout << "[ golden ] max abs error: logits " << max_abs_diff(got_logits, ref_logits.values)
@@ -287,29 +182,11 @@ TEST_F(GptGoldenTest, ForwardAndGradientsMatchPyTorch) {
 }
 
 TEST_F(GptGoldenTest, AdamWTrajectoryMatchesPyTorch) {
-  const hid_t f = file_->id();
-  const int64_t steps = read_int_attr(f, "steps");
-  trainer::AdamWConfig oc;
-  oc.lr = read_float_attr(f, "lr");
-  oc.beta1 = read_float_attr(f, "beta1");
-  oc.beta2 = read_float_attr(f, "beta2");
-  oc.eps = read_float_attr(f, "eps");
-  oc.weight_decay = read_float_attr(f, "weight_decay");
-  const double max_norm = read_float_attr(f, "max_norm");
-  ASSERT_EQ(steps, 10);
-
-  nn::NamedTensors params = model_->named_parameters();
-  trainer::AdamW opt(params, model_->decayed_parameter_names(), oc);
-  Doubles losses, norms;
-  for (int64_t s = 0; s < steps; ++s) {
-    model_->zero_grad();
-    Tensor loss = this->loss();
-    loss.backward();
-    const double norm = trainer::global_grad_norm(params);
-    opt.step(oc.lr, trainer::clip_coefficient(norm, max_norm));
-    losses.push_back(loss.item());
-    norms.push_back(norm);
-  }
+  ASSERT_EQ(file_->int_attr("steps"), 10);
+  const double max_norm = file_->float_attr("max_norm");
+  const Trajectory tr = run_adamw_trajectory(*file_, *model_, [&] { return loss(); });
+  const Doubles &losses = tr.losses, &norms = tr.norms;
+  const nn::NamedTensors params = model_->named_parameters();
   Dataset ref_losses = ref("/ref/losses"), ref_norms = ref("/ref/grad_norms");
   EXPECT_TRUE(all_close(losses, ref_losses.values, 0.0, kLossesAtol)) << "losses per step";
   EXPECT_TRUE(all_close(norms, ref_norms.values, kNormRtol, 0.0)) << "gradient norms per step";
@@ -319,8 +196,8 @@ TEST_F(GptGoldenTest, AdamWTrajectoryMatchesPyTorch) {
   double worst_final = 0;
   for (const auto& [name, p] : params) {
     Dataset w = ref("/ref/final/" + name);
-    const double err = expect_tensor_close("final weight", name, p, w, kFinalRtol, kFinalAtol,
-                                           kKeyBiasAtol, cfg_.n_embd);
+    const double err = expect_gpt_tensor_close("final weight", name, p, w, kFinalRtol, kFinalAtol,
+                                               kKeyBiasAtol, cfg_.n_embd);
     if (!is_qkv_bias(name)) worst_final = std::max(worst_final, err);
   }
   std::cout << "[ golden ] max abs error: losses " << max_abs_diff(losses, ref_losses.values)

@@ -291,7 +291,6 @@ TEST_F(TrainerTest, MissingAndBadFieldsAreRefusedByName) {
   expect_refused({"parallel.tp=4"}, "model.gpt.n_head");  // 2 heads over 4 ranks
   expect_refused({"parallel.ep=2"}, "parallel.ep");
   expect_refused({"parallel.sequence_parallel=true"}, "parallel.sequence_parallel");  // tp 1
-  expect_refused({"parallel.tp=2", "train.device=cuda"}, "parallel.tp");  // no GPU path yet
   expect_refused({"parallel.tp=2", "parallel.sequence_parallel=true", "data.seq_len=15"},
                  "data.seq_len");
   expect_refused({"train.grad_accum=0"}, "train.grad_accum");

@@ -1,10 +1,12 @@
-#include "recipes/gpt/generate.h"
+#include "recipes/sampling.h"
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 
-namespace keel::gpt {
+#include "autograd/autograd.h"
+
+namespace keel::recipes {
 
 int32_t sample_from_logits(const std::vector<float>& logits, double temperature, int64_t top_k,
                            double u) {
@@ -31,18 +33,18 @@ int32_t sample_from_logits(const std::vector<float>& logits, double temperature,
   return order[k - 1];
 }
 
-std::vector<int32_t> generate(const GPT& model, std::vector<int32_t> ids,
-                              const SampleOptions& opt) {
+std::vector<int32_t> sample_by_recompute(const std::function<Tensor(const Tensor&)>& forward,
+                                         Device device, int64_t block_size,
+                                         std::vector<int32_t> ids, const SampleOptions& opt) {
   KEEL_CHECK(!ids.empty(), "generate: the prompt encodes to no tokens");
   NoGradGuard no_grad;
   Generator gen(opt.seed);
-  const int64_t block = model.config().block_size;
   for (int64_t n = 0; n < opt.max_new_tokens; ++n) {
-    const int64_t start = std::max<int64_t>(0, int64_t(ids.size()) - block);
+    const int64_t start = std::max<int64_t>(0, int64_t(ids.size()) - block_size);
     std::vector<int32_t> window(ids.begin() + start, ids.end());
     // (1, T) on the model's device (logits come back through to_vector)
-    Tensor x = from_vector<int32_t>(window, {1, int64_t(window.size())}).to(model.device());
-    Tensor logits = model.forward(x);                                                   // (1, T, V)
+    Tensor x = from_vector<int32_t>(window, {1, int64_t(window.size())}).to(device);
+    Tensor logits = forward(x);                                                         // (1, T, V)
     std::vector<float> last = logits.select(1, logits.size(1) - 1).to_vector<float>();  // (V)
     const uint64_t off = gen.next_offset();
     double u = 1.0 - double(philox_uniform_at(gen.seed(), off, 0));  // [0, 1)
@@ -53,4 +55,4 @@ std::vector<int32_t> generate(const GPT& model, std::vector<int32_t> ids,
   return ids;
 }
 
-}  // namespace keel::gpt
+}  // namespace keel::recipes

@@ -1,0 +1,70 @@
+// Reading the golden files of tests/golden/ (written by the float64 PyTorch
+// re-implementations in scripts/reference/), and the checks every family's
+// golden test runs: start a module from the file's /init weights, compare a
+// tensor per name, run the reference's AdamW trajectory.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nn/module.h"
+#include "tests/testing/gradcheck.h"
+
+namespace keel::testing {
+
+struct Dataset {
+  Shape shape;
+  Doubles values;             // float datasets, converted by HDF5 to double
+  std::vector<int64_t> ints;  // integer datasets
+};
+
+// A golden file opened read-only (HDF5 C API). Missing datasets or
+// attributes are test failures naming the file and the item.
+class GoldenFile {
+ public:
+  explicit GoldenFile(std::string path);
+  ~GoldenFile();
+  GoldenFile(const GoldenFile&) = delete;
+  GoldenFile& operator=(const GoldenFile&) = delete;
+  bool ok() const { return id_ >= 0; }
+  const std::string& path() const { return path_; }
+
+  Dataset floats(const std::string& name) const;
+  Tensor ids(const std::string& name) const;  // integer dataset as an i64 tensor
+  int64_t int_attr(const char* name) const;
+  double float_attr(const char* name) const;
+  size_t group_size(const std::string& name) const;  // links in a group
+
+ private:
+  Dataset read(const std::string& name, bool ints) const;
+  std::string path_;
+  int64_t id_ = -1;  // hid_t
+};
+
+double max_abs_diff(const Doubles& a, const Doubles& b);
+double max_abs(const Doubles& a);
+
+// Replaces every parameter of `module` by /init/<name> (f32, exact) and
+// checks that /init lists no others.
+void load_init(const GoldenFile& f, nn::Module& module);
+
+// Compares one parameter-shaped tensor with `expected`, naming it on
+// failure; returns the largest absolute error.
+double expect_tensor_close(const std::string& what, const std::string& name, const Tensor& actual,
+                           const Dataset& expected, double rtol, double atol);
+
+// Runs `steps` AdamW steps (the file's lr, betas, eps, weight decay on
+// `module`'s decayed parameters, global-norm clipping at max_norm) of
+// `loss`, as the reference script did; returns the losses and the gradient
+// norms before clipping, per step.
+struct Trajectory {
+  Doubles losses, norms;
+};
+Trajectory run_adamw_trajectory(const GoldenFile& f, nn::Module& module,
+                                const std::function<Tensor()>& loss);
+
+}  // namespace keel::testing
