@@ -135,8 +135,8 @@ class DropoutShardGuard {
 // ---- attention (autograd/attention.cpp) ----
 // q, k, v (B, H, T, D) -> (out (B, H, T, D), lse (B, H, T) f32).
 // scale defaults to 1/sqrt(D) when <= 0.
-std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                    bool causal, double scale = 0.0);
+std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                                    double scale = 0.0);
 // The same attention formed from matmul, softmax and dropout, with dropout
 // (p, training, gen) on the probabilities (B, H, Tq, Tk), which it
 // materialises: the path for attention dropout, which the fused op lacks.
@@ -152,6 +152,11 @@ Tensor attention_unfused(const Tensor& q, const Tensor& k, const Tensor& v, bool
 // x (B, C, T), weight (C, K), bias (C) or undefined:
 // y[b,c,t] = bias[c] + sum_k weight[c,k] * x[b,c,t-(K-1)+k]   (zero padded on the left)
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---- FFT long convolution (autograd/fftconv.cpp) ----
+// u (B, C, T), k (C, L) with 1 <= L <= T, D (C) or undefined:
+// y[b,c,t] = sum_{s <= min(t, L-1)} k[c,s] * u[b,c,t-s] + D[c] * u[b,c,t]   (causal, by FFT)
+Tensor fftconv(const Tensor& u, const Tensor& k, const Tensor& D = Tensor());
 
 // ---- activation recomputation (autograd/checkpoint.cpp) ----
 // Runs fn without keeping its intermediates; backward reruns fn to rebuild
