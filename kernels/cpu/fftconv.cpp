@@ -3,17 +3,22 @@
 //   forward, per (b, c) row: U = rfft(pad(u)); y = irfft(U K_c)[:T] + D u
 //   du  = irfft(conj(K_c) DY)[:T] + D dy
 //   dk  = irfft(sum_b conj(U) DY)[:L]     dD = sum_b sum_t dy u
-// The filter spectra K (C, h+1) are computed once per call (parallel over
-// C) and shared by the batch. Rows run in parallel, each with per-thread
-// scratch allocated once per call: the padded row is built while it is
-// loaded (and converted to f32), the product is one pass over h+1 bins, and
-// the crop, skip term and store are one pass over T.
+// Each filter spectrum K_c is computed once per call and shared by the
+// batch: by the task that runs all of channel c's rows when there are
+// channels enough for the threads, else stored for all channels up front
+// (parallel over C) and rows run in parallel. Per-thread scratch is
+// allocated once per call: the padded row is built while it is loaded (and
+// converted to f32), the product is one pass over h+1 bins, and the crop,
+// skip term and store are one pass over T.
 // The dk sum over b runs in the spectral domain (the inverse FFT is linear)
 // in f64, in b order, inside a fixed partition of the batch into chunks that
 // depends on (B, C, n) only, so results do not depend on the thread count.
 #include <omp.h>
 
 #include <algorithm>
+#include <memory>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "core/scalar_cast.h"
@@ -54,34 +59,57 @@ std::vector<float> params_f32(const Tensor& t) {
   return t.to(DType::F32).contiguous().to_vector<float>();
 }
 
-// Split spectra of h+1 bins per row.
-struct Spectra {
-  int64_t bins;
-  std::vector<float> re, im;
-  Spectra(int64_t rows, int64_t bins_)
-      : bins(bins_), re(size_t(rows * bins_)), im(size_t(rows * bins_)) {}
-  float* r(int64_t i) { return re.data() + i * bins; }
-  float* i(int64_t i) { return im.data() + i * bins; }
-};
-
-// rfft(pad(k[c], n)) for every channel, in parallel over C.
+// The filter spectra K_c = rfft(pad(k[c], n)), h+1 bins each, every one
+// computed once per call: either stored for all channels up front (in
+// parallel over C) when one channel's rows are spread over several tasks,
+// or computed by the one task that runs all of channel c's rows, into its
+// own scratch (no (C, h+1) buffer to allocate, fault in and read back).
+// Both ways run the same code on the same data: the same bits.
 template <typename T>
-Spectra filter_spectra(const Tensor& k, int64_t n) {
-  const int64_t C = k.size(0), L = k.size(1), bins = n / 2 + 1;
-  Spectra K(C, bins);
-  const T* kp = static_cast<const T*>(k.raw_data());
-  const int64_t sc = k.stride(0), sl = k.stride(1);
+class FilterSpectra {
+ public:
+  FilterSpectra(const Tensor& k, int64_t n, bool stored)
+      : k_(static_cast<const T*>(k.raw_data())),
+        sc_(k.stride(0)),
+        sl_(k.stride(1)),
+        L_(k.size(1)),
+        n_(n),
+        bins_(n / 2 + 1) {
+    if (!stored) return;
+    const int64_t C = k.size(0);
+    // Uninitialised: every bin is written below, by the thread that will read it first.
+    re_.reset(new float[size_t(C * bins_)]);
+    im_.reset(new float[size_t(C * bins_)]);
 #pragma omp parallel if (C > 1 && C * n >= kParallelGrain)
-  {
-    std::vector<float> buf(static_cast<size_t>(n));
+    {
+      std::vector<float> buf(static_cast<size_t>(n));
 #pragma omp for schedule(static)
-    for (int64_t c = 0; c < C; ++c) {
-      load_padded(kp + c * sc, sl, L, n, buf.data());
-      fft::r2c(n, buf.data(), K.r(c), K.i(c));
+      for (int64_t c = 0; c < C; ++c)
+        compute(c, buf.data(), re_.get() + c * bins_, im_.get() + c * bins_);
     }
   }
-  return K;
-}
+
+  // K_c: the stored bins, or computed into (re, im) using buf (n floats).
+  std::pair<const float*, const float*> get(int64_t c, float* buf, float* re, float* im) const {
+    if (re_) return {re_.get() + c * bins_, im_.get() + c * bins_};
+    compute(c, buf, re, im);
+    return {re, im};
+  }
+
+ private:
+  void compute(int64_t c, float* buf, float* re, float* im) const {
+    load_padded(k_ + c * sc_, sl_, L_, n_, buf);
+    fft::r2c(n_, buf, re, im);
+  }
+
+  const T* k_;
+  int64_t sc_, sl_, L_, n_, bins_;
+  std::unique_ptr<float[]> re_, im_;  // (C, h+1) when stored
+};
+
+// Whether each channel's rows run as one task (K_c computed in it) rather
+// than rows spread over tasks: when the channels alone keep the threads busy.
+bool by_channel(int64_t B, int64_t C) { return B == 1 || C >= 4 * int64_t(omp_get_max_threads()); }
 
 // (xr + i xi) *= conj?(w) over `bins` bins.
 template <bool kConj>
@@ -98,28 +126,35 @@ void multiply(int64_t bins, float* xr, float* xi, const float* wr, const float* 
 template <typename T>
 void forward_impl(const Tensor& u, const Tensor& k, const Tensor& D, int64_t n, Tensor& y) {
   const int64_t B = u.size(0), C = u.size(1), T_len = u.size(2), bins = n / 2 + 1;
-  Spectra K = filter_spectra<T>(k, n);  // (C, h+1)
+  const bool per_channel = by_channel(B, C);
+  const FilterSpectra<T> K(k, n, !per_channel);
   const std::vector<float> dv = D.defined() ? params_f32(D) : std::vector<float>(size_t(C), 0.f);
   const Rows<T> U(u);
   T* yp = y.data<T>();  // contiguous (B, C, T)
-  const int64_t rows = B * C;
-#pragma omp parallel if (rows > 1 && rows * n >= kParallelGrain)
+  // Tasks: a channel (all its rows, b in order) or a single (b, c) row.
+  const int64_t tasks = per_channel ? C : B * C;
+#pragma omp parallel if (tasks > 1 && B * C * n >= kParallelGrain)
   {
-    std::vector<float> xbuf(static_cast<size_t>(n)), out(static_cast<size_t>(n)),
-        re(static_cast<size_t>(bins)), im(static_cast<size_t>(bins));
+    std::vector<float> xbuf(static_cast<size_t>(n)), out(static_cast<size_t>(n));
+    std::vector<float> re(static_cast<size_t>(bins)), im(static_cast<size_t>(bins));
+    std::vector<float> kre(static_cast<size_t>(bins)), kim(static_cast<size_t>(bins));
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t b = r / C, c = r % C;
-      float* x = xbuf.data();
-      load_padded(U.row(b, c), U.st, T_len, n, x);
-      fft::r2c(n, x, re.data(), im.data());
-      multiply<false>(bins, re.data(), im.data(), K.r(c), K.i(c));
-      fft::c2r(n, re.data(), im.data(), out.data());
-      const float d = dv[size_t(c)];
-      const float* o = out.data();
-      T* yr = yp + r * T_len;
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t c = task % C;
+      const auto [kr, ki] = K.get(c, xbuf.data(), kre.data(), kim.data());
+      const int64_t b0 = per_channel ? 0 : task / C, b1 = per_channel ? B : b0 + 1;
+      for (int64_t b = b0; b < b1; ++b) {
+        float* x = xbuf.data();
+        load_padded(U.row(b, c), U.st, T_len, n, x);
+        fft::r2c(n, x, re.data(), im.data());
+        multiply<false>(bins, re.data(), im.data(), kr, ki);
+        fft::c2r(n, re.data(), im.data(), out.data());
+        const float d = dv[size_t(c)];
+        const float* o = out.data();
+        T* yr = yp + (b * C + c) * T_len;
 #pragma omp simd
-      for (int64_t t = 0; t < T_len; ++t) yr[t] = store_f32<T>(o[t] + d * x[t]);
+        for (int64_t t = 0; t < T_len; ++t) yr[t] = store_f32<T>(o[t] + d * x[t]);
+      }
     }
   }
 }
@@ -141,7 +176,6 @@ void backward_impl(const Tensor& u, const Tensor& k, const Tensor& D, const Tens
                    Tensor* du, Tensor* dk, Tensor* dD) {
   const int64_t B = u.size(0), C = u.size(1), T_len = u.size(2), L = k.size(1);
   const int64_t bins = n / 2 + 1;
-  Spectra K = du ? filter_spectra<T>(k, n) : Spectra(0, bins);  // (C, h+1)
   const std::vector<float> dv =
       D.defined() && du ? params_f32(D) : std::vector<float>(size_t(C), 0.f);
   const Rows<T> U(u), G(dy);
@@ -149,7 +183,10 @@ void backward_impl(const Tensor& u, const Tensor& k, const Tensor& D, const Tens
   T* dkp = dk ? dk->data<T>() : nullptr;  // contiguous (C, L)
   T* dDp = dD ? dD->data<T>() : nullptr;  // (C)
   const bool need_u = dk || dD;
-  const int64_t chunks = need_u ? batch_chunks(B, C, n) : B;
+  // A fixed partition of the batch for the dk / dD sums; for du alone any
+  // split gives the same bits.
+  const int64_t chunks = need_u ? batch_chunks(B, C, n) : by_channel(B, C) ? 1 : B;
+  const FilterSpectra<T> K(k, n, du && chunks > 1);
   const int64_t tasks = C * chunks;
   // Partial sums of the chunks when a channel has more than one: (C, chunks, h+1) f64.
   const bool partial = need_u && chunks > 1;
@@ -173,6 +210,7 @@ void backward_impl(const Tensor& u, const Tensor& k, const Tensor& D, const Tens
         out(static_cast<size_t>(n));
     std::vector<float> gr(static_cast<size_t>(bins)), gi(static_cast<size_t>(bins)),
         re(static_cast<size_t>(bins)), im(static_cast<size_t>(bins));
+    std::vector<float> kre(dup ? static_cast<size_t>(bins) : 0), kim(kre.size());
     std::vector<double> ar(dk ? static_cast<size_t>(bins) : 0), ai(ar.size());
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < tasks; ++task) {
@@ -181,6 +219,9 @@ void backward_impl(const Tensor& u, const Tensor& k, const Tensor& D, const Tens
       std::fill(ar.begin(), ar.end(), 0.0);
       std::fill(ai.begin(), ai.end(), 0.0);
       double dsum = 0.0;
+      const float* kr = nullptr;
+      const float* ki = nullptr;
+      if (dup) std::tie(kr, ki) = K.get(c, xbuf.data(), kre.data(), kim.data());
       for (int64_t b = b0; b < b1; ++b) {
         float* g = gbuf.data();
         load_padded(G.row(b, c), G.st, T_len, n, g);
@@ -188,7 +229,7 @@ void backward_impl(const Tensor& u, const Tensor& k, const Tensor& D, const Tens
         if (dup) {
           std::copy(gr.begin(), gr.end(), re.begin());
           std::copy(gi.begin(), gi.end(), im.begin());
-          multiply<true>(bins, re.data(), im.data(), K.r(c), K.i(c));
+          multiply<true>(bins, re.data(), im.data(), kr, ki);
           fft::c2r(n, re.data(), im.data(), out.data());
           const float d = dv[size_t(c)];
           const float* o = out.data();

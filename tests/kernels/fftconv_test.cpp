@@ -176,8 +176,9 @@ TEST(FftConv, SkipTermInBackwardOnlyWithD) {
 
 TEST(FftConv, ThreadCountIndependent) {
   // C = 3: the batch is split into chunks per channel (their sums combined
-  // in chunk order); C = 70: one task per channel.
-  for (const Dims& d : {Dims{6, 3, 300, 300}, Dims{4, 70, 100, 37}}) {
+  // in chunk order); C = 70: one task per channel; C = 8: one task per
+  // channel with 1 thread, stored filter spectra and row tasks with 4.
+  for (const Dims& d : {Dims{6, 3, 300, 300}, Dims{4, 70, 100, 37}, Dims{5, 8, 64, 20}}) {
     SCOPED_TRACE(::testing::Message() << "C=" << d.C);
     Tensor u = testing::uniform({d.B, d.C, d.T}, 1001), k = testing::uniform({d.C, d.L}, 1002);
     Tensor D = testing::uniform({d.C}, 1003), dy = testing::uniform({d.B, d.C, d.T}, 1004);
