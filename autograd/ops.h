@@ -154,6 +154,11 @@ Tensor attention_unfused(const Tensor& q, const Tensor& k, const Tensor& v, bool
 // y[b,c,t] = bias[c] + sum_k weight[c,k] * x[b,c,t-(K-1)+k]   (zero padded on the left)
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
+// ---- FFT long convolution (autograd/fftconv.cpp) ----
+// u (B, C, T), k (C, L) with 1 <= L <= T, D (C) or undefined:
+// y[b,c,t] = sum_{s <= min(t, L-1)} k[c,s] * u[b,c,t-s] + D[c] * u[b,c,t]   (causal, by FFT)
+Tensor fftconv(const Tensor& u, const Tensor& k, const Tensor& D = Tensor());
+
 // ---- activation recomputation (autograd/checkpoint.cpp) ----
 // Runs fn without keeping its intermediates; backward reruns fn to rebuild
 // them, with every random stream fn draws from back at its position of the
