@@ -225,6 +225,9 @@ int cmd_inspect(const Args& a) {
     }
   }
   std::cout << "model parameters: " << params << "\n";
+  // The family and its section, from the run's config.
+  const config::Config cfg = trainer::checkpoint_config(a.positional[0]);
+  std::cout << "family: " << recipes::family_of(cfg).name << "\n";
   return 0;
 }
 

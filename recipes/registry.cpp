@@ -1,5 +1,6 @@
 // The family registry: one line per family.
 #include "recipes/gpt/recipe.h"
+#include "recipes/hyena/recipe.h"
 #include "recipes/recipe.h"
 #include "trainer/config.h"
 
@@ -8,6 +9,7 @@ namespace keel::recipes {
 const std::vector<Family>& families() {
   static const std::vector<Family> all = {
       {"gpt", config::Model::kGpt, &gpt::validate_config, &gpt::make_recipe},
+      {"hyena", config::Model::kHyena, &hyena::validate_config, &hyena::make_recipe},
   };
   return all;
 }

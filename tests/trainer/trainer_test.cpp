@@ -32,8 +32,8 @@ class TrainerTest : public ::testing::Test {
   }
 
   std::string config_text(const std::string& extra = "") const {
-    return "model { gpt { vocab_size: 256 padded_vocab_size: 256 block_size: 16 n_layer: 2 "
-           "n_head: 2 n_embd: 16 dropout: 0.1 } }\n"
+    return "model { " + model_section_ +
+           " }\n"
            "data { shards { train_files: '" +
            (dir_ / "train.bin").string() + "' val_files: '" + (dir_ / "val.bin").string() +
            "' } batch_size: 4 seq_len: 16 tokenizer: 'byte' }\n"
@@ -61,7 +61,17 @@ class TrainerTest : public ::testing::Test {
 
   std::unique_ptr<testing::TempDir> tmp_;
   fs::path dir_;
+  // The family section of the config: a tiny GPT unless a test says otherwise.
+  std::string model_section_ =
+      "gpt { vocab_size: 256 padded_vocab_size: 256 block_size: 16 n_layer: 2 n_head: 2 n_embd: "
+      "16 dropout: 0.1 }";
 };
+
+// A tiny order-3 Hyena LM with every kind of dropout on (the streams', the
+// residual branches', the filter taps').
+const char* const kHyenaSection =
+    "hyena { vocab_size: 256 padded_vocab_size: 256 block_size: 16 n_layer: 2 n_embd: 16 "
+    "dropout: 0.1 filter_dropout: 0.1 order: 3 filter_order: 8 emb_dim: 5 }";
 
 // Training twice to step 8, straight and as 4 + resume + 4, gives the same
 // losses and weights bit for bit under `sets` (a precision, say).
@@ -220,6 +230,51 @@ void expect_exact_resume(TrainerTest& t, const std::vector<std::string>& sets) {
 }
 
 TEST_F(TrainerTest, ResumeIsBitExact) { expect_exact_resume(*this, {}); }
+
+TEST_F(TrainerTest, HyenaResumeIsBitExact) {
+  model_section_ = kHyenaSection;
+  expect_exact_resume(*this, {});
+}
+
+TEST_F(TrainerTest, HyenaLossFalls) {
+  model_section_ = kHyenaSection;
+  config::Config cfg =
+      trainer::parse_config(config_text(), "test",
+                            {"train.steps=40", "model.hyena.dropout=0",
+                             "model.hyena.filter_dropout=0", "checkpoint.every=0"});
+  auto res = run(cfg, {});
+  ASSERT_EQ(res.losses.size(), 40u);
+  // From ln(256) = 5.5 on verses of text: a loose bound, as for GPT.
+  double first = (res.losses[0] + res.losses[1]) / 2, last = (res.losses[38] + res.losses[39]) / 2;
+  EXPECT_LT(last, first - 1.0) << "loss did not fall: " << first << " -> " << last;
+  ASSERT_FALSE(res.val_losses.empty());
+  EXPECT_LT(res.val_losses.back().second, res.losses[0]);
+}
+
+TEST_F(TrainerTest, HyenaFieldsAreRefusedByName) {
+  model_section_ = kHyenaSection;
+  auto expect_refused = [&](const std::vector<std::string>& sets, const char* field,
+                            const char* why) {
+    config::Config c = trainer::parse_config(config_text(), "t", sets);
+    EXPECT_KEEL_ERROR(recipes::validate_config(c), field, why);
+  };
+  expect_refused({"model.hyena.order=1"}, "model.hyena.order", ">= 2");
+  expect_refused({"model.hyena.emb_dim=4"}, "model.hyena.emb_dim", "odd");
+  expect_refused({"model.hyena.emb_dim=1"}, "model.hyena.emb_dim", ">= 3");
+  expect_refused({"data.seq_len=32"}, "data.seq_len", "block_size");
+  expect_refused({"model.hyena.filter_dropout=1"}, "model.hyena.filter_dropout", "[0, 1)");
+  expect_refused({"model.hyena.decay_target=0"}, "model.hyena.decay_target", "(0, 1)");
+  expect_refused({"parallel.tp=2"}, "parallel.tp", "dp only");
+  config::Config missing = trainer::parse_config(config_text(), "t");
+  missing.mutable_model()->mutable_hyena()->clear_n_embd();
+  EXPECT_KEEL_ERROR(recipes::validate_config(missing), "model.hyena.n_embd", "missing");
+  // The model itself refuses a sequence longer than its filters.
+  parallel::ParallelContext ctx;
+  recipes::Recipe r = recipes::make_recipe(trainer::parse_config(config_text(), "t"), ctx);
+  EXPECT_KEEL_ERROR(r.loss(trainer::Batch{{{"inputs", zeros({1, 17}, DType::I64)},
+                                           {"targets", zeros({1, 17}, DType::I64)}}}),
+                    "sequence length 17", "block_size 16");
+}
 
 TEST_F(TrainerTest, LossFallsAndMetricsAreWritten) {
   config::Config cfg = trainer::parse_config(
