@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every GPU benchmark in one command, each keel against PyTorch on the same
 # GPU: memory-bound kernels (bench/gpu_kernels.sh), fused attention
-# (bench/attention.sh), and the GPT training step in fp32 and bf16
-# (bench/gpt_step.sh --device cuda). Builds the benchmarks first.
+# (bench/attention.sh), the GPT training step in fp32 and bf16
+# (bench/gpt_step.sh --device cuda), and the Hyena/attention crossover
+# (bench/hyena_crossover.sh). Builds the benchmarks first.
 #
 #   bench/gpu_all.sh [--build DIR]        # default build-cuda (scripts/test_gpu.sh's)
 #   keel-bundle/bench/gpu_all.sh --build keel-bundle   # from a scripts/bundle.sh bundle
@@ -24,7 +25,8 @@ done
 if [[ -f "$build/CMakeCache.txt" || ! -x "$build/bench/gpu_kernels_bench" ]]; then
   [[ -f "$build/CMakeCache.txt" ]] ||
     cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKEEL_CUDA=ON >/dev/null
-  cmake --build "$build" --target gpu_kernels_bench attention_bench gpt_step_bench
+  cmake --build "$build" --target gpu_kernels_bench attention_bench gpt_step_bench \
+    hyena_crossover_bench
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi -L
 status=0
@@ -37,4 +39,7 @@ for precision in fp32 bf16; do
   PYTHON="${PYTHON:-python3}" "$here/gpt_step.sh" --build "$build" --device cuda \
     --precision "$precision" || status=1
 done
+echo "## Hyena operator against causal attention (forward + backward)"
+"$here/hyena_crossover.sh" --build "$build" -- --device cuda --width 768 --heads 12 \
+  --tmax 65536 || status=1
 exit $status
