@@ -9,6 +9,7 @@
 
 #include "autograd/autograd.h"
 #include "kernels/dropout.h"
+#include "kernels/selective_scan.h"
 
 namespace keel {
 
@@ -135,8 +136,8 @@ class DropoutShardGuard {
 // ---- attention (autograd/attention.cpp) ----
 // q, k, v (B, H, T, D) -> (out (B, H, T, D), lse (B, H, T) f32).
 // scale defaults to 1/sqrt(D) when <= 0.
-std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                    bool causal, double scale = 0.0);
+std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                                    double scale = 0.0);
 // The same attention formed from matmul, softmax and dropout, with dropout
 // (p, training, gen) on the probabilities (B, H, Tq, Tk), which it
 // materialises: the path for attention dropout, which the fused op lacks.
@@ -152,6 +153,12 @@ Tensor attention_unfused(const Tensor& q, const Tensor& k, const Tensor& v, bool
 // x (B, C, T), weight (C, K), bias (C) or undefined:
 // y[b,c,t] = bias[c] + sum_k weight[c,k] * x[b,c,t-(K-1)+k]   (zero padded on the left)
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---- selective scan (autograd/selective_scan.cpp; Mamba-1, kernels/selective_scan.h) ----
+// u, delta (B, D, T), A (D, N), B, C (B, N, T); optional D, delta_bias (D), z (B, D, T),
+// h0 (B, D, N). Returns {y (B, D, T) in u's dtype, last_state (B, D, N) f32}, both
+// differentiable, in every defined tensor of `a`.
+std::pair<Tensor, Tensor> selective_scan(const kernels::SelectiveScanArgs& a);
 
 // ---- activation recomputation (autograd/checkpoint.cpp) ----
 // Runs fn without keeping its intermediates; backward reruns fn to rebuild
