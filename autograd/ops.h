@@ -157,7 +157,8 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias =
 // ---- selective scan (autograd/selective_scan.cpp; Mamba-1, kernels/selective_scan.h) ----
 // u, delta (B, D, T), A (D, N), B, C (B, N, T); optional D, delta_bias (D), z (B, D, T),
 // h0 (B, D, N). Returns {y (B, D, T) in u's dtype, last_state (B, D, N) f32}, both
-// differentiable, in every defined tensor of `a`.
+// differentiable, in every defined tensor of `a`. Call it qualified, keel::selective_scan(a):
+// argument-dependent lookup also finds kernels::selective_scan, which takes the same argument.
 std::pair<Tensor, Tensor> selective_scan(const kernels::SelectiveScanArgs& a);
 
 // ---- activation recomputation (autograd/checkpoint.cpp) ----
