@@ -9,6 +9,7 @@
 
 #include "autograd/autograd.h"
 #include "kernels/dropout.h"
+#include "kernels/selective_scan.h"
 
 namespace keel {
 
@@ -158,6 +159,13 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias =
 // u (B, C, T), k (C, L) with 1 <= L <= T, D (C) or undefined:
 // y[b,c,t] = sum_{s <= min(t, L-1)} k[c,s] * u[b,c,t-s] + D[c] * u[b,c,t]   (causal, by FFT)
 Tensor fftconv(const Tensor& u, const Tensor& k, const Tensor& D = Tensor());
+
+// ---- selective scan (autograd/selective_scan.cpp; Mamba-1, kernels/selective_scan.h) ----
+// u, delta (B, D, T), A (D, N), B, C (B, N, T); optional D, delta_bias (D), z (B, D, T),
+// h0 (B, D, N). Returns {y (B, D, T) in u's dtype, last_state (B, D, N) f32}, both
+// differentiable, in every defined tensor of `a`. Call it qualified, keel::selective_scan(a):
+// argument-dependent lookup also finds kernels::selective_scan, which takes the same argument.
+std::pair<Tensor, Tensor> selective_scan(const kernels::SelectiveScanArgs& a);
 
 // ---- activation recomputation (autograd/checkpoint.cpp) ----
 // Runs fn without keeping its intermediates; backward reruns fn to rebuild
