@@ -7,7 +7,7 @@
 # (--rows / --max-seq change the second sweep). Prints a table of times and
 # the speed ratio keel/torch (torch ms / keel ms: above 1 means keel is faster).
 #
-#   bench/fftconv.sh [--build DIR] [--threads N] [--device cpu|cuda] [--rows N] [--max-seq T]
+#   bench/fftconv.sh [--build DIR] [--threads N] [--device cpu|cuda] [--rows N] [--max-seq T] [--iters N]
 #
 # Needs keel built (ninja -C DIR fftconv_bench; default DIR build) and a python
 # with torch (PYTHON, default /usr/bin/python3). Both sides use N threads
@@ -21,6 +21,7 @@ threads=2
 device=cpu
 rows=768
 max_seq=65536
+iters=5
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build) build="$2"; shift 2 ;;
@@ -28,7 +29,8 @@ while [[ $# -gt 0 ]]; do
     --device) device="$2"; shift 2 ;;
     --rows) rows="$2"; shift 2 ;;
     --max-seq) max_seq="$2"; shift 2 ;;
-    *) echo "usage: $0 [--build DIR] [--threads N] [--device cpu|cuda] [--rows N] [--max-seq T]" >&2; exit 1 ;;
+    --iters) iters="$2"; shift 2 ;;
+    *) echo "usage: $0 [--build DIR] [--threads N] [--device cpu|cuda] [--rows N] [--max-seq T] [--iters N]" >&2; exit 1 ;;
   esac
 done
 
@@ -47,7 +49,7 @@ keel_out=""
 torch_out=""
 for s in "${sweeps[@]}"; do
   read -r r c sq mx <<<"$s"
-  args=(--rows "$r" --channels "$c" --seq "$sq" --max-seq "$mx" --device "$device")
+  args=(--rows "$r" --channels "$c" --seq "$sq" --max-seq "$mx" --device "$device" --iters "$iters")
   set +e
   k="$("$bench" "${args[@]}")"; krc=$?
   set -e
