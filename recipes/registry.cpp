@@ -1,6 +1,7 @@
 // The family registry: one line per family.
 #include "recipes/gpt/recipe.h"
 #include "recipes/hyena/recipe.h"
+#include "recipes/mamba/recipe.h"
 #include "recipes/recipe.h"
 #include "trainer/config.h"
 
@@ -10,6 +11,7 @@ const std::vector<Family>& families() {
   static const std::vector<Family> all = {
       {"gpt", config::Model::kGpt, &gpt::validate_config, &gpt::make_recipe},
       {"hyena", config::Model::kHyena, &hyena::validate_config, &hyena::make_recipe},
+      {"mamba", config::Model::kMamba, &mamba::validate_config, &mamba::make_recipe},
   };
   return all;
 }

@@ -24,6 +24,13 @@ struct SampleOptions {
 int32_t sample_from_logits(const std::vector<float>& logits, double temperature, int64_t top_k,
                            double u);
 
+// Returns prompt + sampled ids: `next_logits(ids)` gives the logits (V) of
+// the token after ids (every id so far, prompt included); the draws, the
+// temperature, top-k and the stop token are applied here.
+std::vector<int32_t> sample_tokens(
+    const std::function<std::vector<float>(const std::vector<int32_t>&)>& next_logits,
+    std::vector<int32_t> prompt, const SampleOptions& opt);
+
 // Returns prompt + sampled ids, running `forward` (ids (1, T) on `device`
 // -> logits (1, T, V)) over the last `block_size` tokens for every new
 // token: the whole window is recomputed each time (no cache).

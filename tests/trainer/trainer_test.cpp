@@ -73,6 +73,11 @@ const char* const kHyenaSection =
     "hyena { vocab_size: 256 padded_vocab_size: 256 block_size: 16 n_layer: 2 n_embd: 16 "
     "dropout: 0.1 filter_dropout: 0.1 order: 3 filter_order: 8 emb_dim: 5 }";
 
+// A tiny Mamba LM (inner width 24 from expand 1.5, state 4).
+const char* const kMambaSection =
+    "mamba { vocab_size: 256 padded_vocab_size: 256 n_layer: 2 n_embd: 16 d_state: 4 "
+    "expand: 1.5 }";
+
 // Training twice to step 8, straight and as 4 + resume + 4, gives the same
 // losses and weights bit for bit under `sets` (a precision, say).
 void expect_exact_resume(TrainerTest& t, const std::vector<std::string>& sets);
@@ -249,6 +254,41 @@ TEST_F(TrainerTest, HyenaLossFalls) {
   EXPECT_LT(last, first - 1.0) << "loss did not fall: " << first << " -> " << last;
   ASSERT_FALSE(res.val_losses.empty());
   EXPECT_LT(res.val_losses.back().second, res.losses[0]);
+}
+
+TEST_F(TrainerTest, MambaResumeIsBitExact) {
+  model_section_ = kMambaSection;
+  expect_exact_resume(*this, {});
+}
+
+TEST_F(TrainerTest, MambaLossFalls) {
+  model_section_ = kMambaSection;
+  config::Config cfg =
+      trainer::parse_config(config_text(), "test", {"train.steps=40", "checkpoint.every=0"});
+  auto res = run(cfg, {});
+  ASSERT_EQ(res.losses.size(), 40u);
+  double first = (res.losses[0] + res.losses[1]) / 2, last = (res.losses[38] + res.losses[39]) / 2;
+  EXPECT_LT(last, first - 1.0) << "loss did not fall: " << first << " -> " << last;
+  ASSERT_FALSE(res.val_losses.empty());
+  EXPECT_LT(res.val_losses.back().second, res.losses[0]);
+}
+
+TEST_F(TrainerTest, MambaFieldsAreRefusedByName) {
+  model_section_ = kMambaSection;
+  auto expect_refused = [&](const std::vector<std::string>& sets, const char* field,
+                            const char* why) {
+    config::Config c = trainer::parse_config(config_text(), "t", sets);
+    EXPECT_KEEL_ERROR(recipes::validate_config(c), field, why);
+  };
+  expect_refused({"model.mamba.d_state=0"}, "model.mamba.d_state", "[1, 256]");
+  expect_refused({"model.mamba.d_state=-3"}, "model.mamba.d_state", "[1, 256]");
+  expect_refused({"model.mamba.expand=1.03"}, "model.mamba.expand", "whole number");
+  expect_refused({"model.mamba.d_conv=0"}, "model.mamba.d_conv", "positive");
+  expect_refused({"model.mamba.dt_min=0.5"}, "model.mamba.dt_max", "dt_min");
+  expect_refused({"parallel.tp=2"}, "parallel.tp", "dp only");
+  config::Config missing = trainer::parse_config(config_text(), "t");
+  missing.mutable_model()->mutable_mamba()->clear_n_layer();
+  EXPECT_KEEL_ERROR(recipes::validate_config(missing), "model.mamba.n_layer", "missing");
 }
 
 TEST_F(TrainerTest, HyenaFieldsAreRefusedByName) {
