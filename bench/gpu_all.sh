@@ -2,8 +2,8 @@
 # Every GPU benchmark in one command, each keel against PyTorch on the same
 # GPU: memory-bound kernels (bench/gpu_kernels.sh), fused attention
 # (bench/attention.sh), the GPT training step in fp32 and bf16
-# (bench/gpt_step.sh --device cuda), and the Hyena/attention crossover
-# (bench/hyena_crossover.sh). Builds the benchmarks first.
+# (bench/gpt_step.sh --device cuda), and the Hyena/Mamba/attention crossover
+# (bench/mixer_crossover.sh). Builds the benchmarks first.
 #
 #   bench/gpu_all.sh [--build DIR]        # default build-cuda (scripts/test_gpu.sh's)
 #   keel-bundle/bench/gpu_all.sh --build keel-bundle   # from a scripts/bundle.sh bundle
@@ -26,7 +26,7 @@ if [[ -f "$build/CMakeCache.txt" || ! -x "$build/bench/gpu_kernels_bench" ]]; th
   [[ -f "$build/CMakeCache.txt" ]] ||
     cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKEEL_CUDA=ON >/dev/null
   cmake --build "$build" --target gpu_kernels_bench attention_bench gpt_step_bench \
-    hyena_crossover_bench
+    mixer_crossover_bench
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi -L
 status=0
@@ -39,7 +39,7 @@ for precision in fp32 bf16; do
   PYTHON="${PYTHON:-python3}" "$here/gpt_step.sh" --build "$build" --device cuda \
     --precision "$precision" || status=1
 done
-echo "## Hyena operator against causal attention (forward + backward)"
-"$here/hyena_crossover.sh" --build "$build" -- --device cuda --width 768 --heads 12 \
+echo "## Hyena and Mamba mixers against causal attention (forward + backward)"
+"$here/mixer_crossover.sh" --build "$build" -- --device cuda --width 768 --heads 12 \
   --tmax 65536 || status=1
 exit $status

@@ -30,7 +30,7 @@ BUILD_DIR=${BUILD_DIR:-build-bundle}
 OUT=${1:-$BUILD_DIR/keel-bundle}
 JOBS=${JOBS:-$(nproc)}
 CUDA_ARCHS=${CUDA_ARCHS:-90}
-read -r -a TARGETS <<<"${KEEL_BUNDLE_TARGETS:-keel_cli core_tests kernels_tests autograd_tests nn_tests trainer_tests recipes_tests cuda_tests parallel_tests gpu_kernels_bench attention_bench gpt_step_bench hyena_crossover_bench}"
+read -r -a TARGETS <<<"${KEEL_BUNDLE_TARGETS:-keel_cli core_tests kernels_tests autograd_tests nn_tests trainer_tests recipes_tests cuda_tests parallel_tests gpu_kernels_bench attention_bench gpt_step_bench mixer_crossover_bench}"
 
 # libkeel.so: one copy of the kernels for all the binaries, not one each.
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKEEL_CUDA=ON -DKEEL_SHARED=ON \

@@ -1,13 +1,15 @@
-// The Hyena operator against keel's causal self-attention at equal width,
-// over sequence lengths: forward + backward of one mixer on (B, T, C),
-// median of a few repetitions, on the CPU or a GPU (--device cuda). Both
-// sides are keel (attention: the fused flash-style op with its QKV and
-// output projections; Hyena: nn::HyenaOperator of order 2, whose long
-// convolutions are fftconv), so the table is the ratio of their costs,
-// O(T^2) against O(T log T). Prints, per T, the two times and
-// attention / hyena, then the first T at which Hyena is faster.
+// The sub-quadratic mixers against keel's causal self-attention at equal
+// width, over sequence lengths: forward + backward of one mixer on
+// (B, T, C), median of a few repetitions, on the CPU or a GPU (--device
+// cuda). Every side is keel: attention is the fused flash-style op with its
+// QKV and output projections (O(T^2)); Hyena is nn::HyenaOperator of order
+// 2, whose long convolutions are fftconv (O(T log T)); Mamba is
+// nn::MambaMixer (expand 2, state 16), whose selective scan is O(T). Prints,
+// per T, the three times and attention / mixer, then for each mixer the
+// first T at which it is faster than attention and the ratio at the
+// longest T.
 //
-//   hyena_crossover_bench [--width 256] [--heads 4] [--batch 1] [--tmin 256] [--tmax 16384]
+//   mixer_crossover_bench [--width 256] [--heads 4] [--batch 1] [--tmin 256] [--tmax 16384]
 //                         [--reps 3] [--threads 0] [--device cpu|cuda]
 #include <omp.h>
 
@@ -16,10 +18,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "nn/attention.h"
 #include "nn/hyena.h"
+#include "nn/mamba.h"
 
 #ifdef KEEL_WITH_CUDA
 #include "core/cuda/stream.h"
@@ -105,37 +109,49 @@ int main(int argc, char** argv) {
   if (a.threads > 0) omp_set_num_threads(a.threads);
   const Device dev = a.device == "cuda" ? Device::cuda(0) : Device::cpu();
   parallel::ParallelContext ctx;
-  Generator g1(1), g2(2);
+  Generator g1(1), g2(2), g3(3);
   nn::CausalSelfAttention attn(a.width, a.heads, true, 0.0, ctx, g1, 0.02, 0.02);
   nn::HyenaConfig hc;
   hc.d_model = a.width;
   hc.l_max = a.tmax;
   hc.emb_dim = 5;
   nn::HyenaOperator hyena(hc, g2);
+  nn::MambaConfig mc;
+  mc.d_model = a.width;
+  nn::MambaMixer mamba(mc, g3);
   attn.to(dev);
   hyena.to(dev);
+  mamba.to(dev);
   std::printf(
-      "# hyena crossover: B=%ld C=%ld heads=%ld, forward+backward of one mixer, %s, %d threads\n",
+      "# mixer crossover: B=%ld C=%ld heads=%ld, forward+backward of one mixer, %s, %d threads\n",
       long(a.batch), long(a.width), long(a.heads), a.device.c_str(), omp_get_max_threads());
-  std::printf("%8s %14s %14s %12s\n", "T", "attention_ms", "hyena_ms", "attn/hyena");
-  int64_t crossover = -1;
-  double last_ratio = 0;
+  std::printf("%8s %14s %12s %12s %12s %12s\n", "T", "attention_ms", "hyena_ms", "mamba_ms",
+              "attn/hyena", "attn/mamba");
+  int64_t cross_h = -1, cross_m = -1;
+  double last_h = 0, last_m = 0;
   for (int64_t T = a.tmin; T <= a.tmax; T *= 2) {
-    Generator gx(T);
+    Generator gx(static_cast<uint64_t>(T));
     Tensor x = randn({a.batch, T, a.width}, gx).to(dev);  // (B, T, C)
     const double ta =
         time_fwd_bwd([&](const Tensor& in) { return attn.forward(in); }, x, a.reps, dev);
     const double th =
         time_fwd_bwd([&](const Tensor& in) { return hyena.forward(in); }, x, a.reps, dev);
-    last_ratio = ta / th;
-    if (crossover < 0 && th < ta) crossover = T;
-    std::printf("%8ld %14.2f %14.2f %12.2f\n", long(T), ta, th, last_ratio);
+    const double tm =
+        time_fwd_bwd([&](const Tensor& in) { return mamba.forward(in); }, x, a.reps, dev);
+    last_h = ta / th;
+    last_m = ta / tm;
+    if (cross_h < 0 && th < ta) cross_h = T;
+    if (cross_m < 0 && tm < ta) cross_m = T;
+    std::printf("%8ld %14.2f %12.2f %12.2f %12.2f %12.2f\n", long(T), ta, th, tm, last_h, last_m);
     std::fflush(stdout);
   }
-  if (crossover > 0)
-    std::printf("# hyena faster from T=%ld; attention/hyena at T=%ld: %.2f\n", long(crossover),
-                long(a.tmax), last_ratio);
-  else
-    std::printf("# hyena not faster up to T=%ld\n", long(a.tmax));
+  for (auto [name, cross, last] :
+       {std::tuple{"hyena", cross_h, last_h}, {"mamba", cross_m, last_m}}) {
+    if (cross > 0)
+      std::printf("# %s faster than attention from T=%ld; attention/%s at T=%ld: %.2f\n", name,
+                  long(cross), name, long(a.tmax), last);
+    else
+      std::printf("# %s not faster than attention up to T=%ld\n", name, long(a.tmax));
+  }
   return 0;
 }

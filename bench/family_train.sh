@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Training speed and quality of the small Hyena recipe against the small GPT
-# (recipes/{hyena,gpt}/configs/small.pbtxt: the same width, depth, data,
-# batch, optimiser and schedule), trained for the same steps on the King
-# James Bible in one run: tokens/s of the last logged interval, the final
-# validation loss (nats per byte), and the ratios hyena / gpt.
+# Training speed and quality of the small Hyena and Mamba recipes against
+# the small GPT (recipes/{gpt,hyena,mamba}/configs/small.pbtxt: width 192,
+# the same data, batch, optimiser and schedule), trained for the same steps
+# on the King James Bible in one run: tokens/s of the last logged interval,
+# the final validation loss (nats per byte), and the ratios to gpt.
 #
-#   bench/hyena_train.sh [--build DIR] [--steps N] [--threads N]
+#   bench/family_train.sh [--build DIR] [--steps N] [--threads N]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -41,10 +41,11 @@ run() {  # family -> "tok/s val_loss"
   echo "$rate $val"
 }
 read -r g_rate g_val < <(run gpt)
-read -r h_rate h_val < <(run hyena)
-echo "# hyena_train: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cpus, $threads threads, small recipes, $steps steps"
-printf "%-8s %10s %10s\n" family "tok/s" "val loss"
-printf "%-8s %10s %10s\n" gpt "$g_rate" "$g_val"
-printf "%-8s %10s %10s\n" hyena "$h_rate" "$h_val"
-awk -v a="$h_rate" -v b="$g_rate" -v c="$h_val" -v d="$g_val" \
-  'BEGIN { printf "hyena/gpt: tok/s %.2f, val loss %.3f\n", a / b, c / d }'
+echo "# family_train: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cpus, $threads threads, small recipes, $steps steps"
+printf "%-8s %10s %10s %12s %14s\n" family "tok/s" "val loss" "tok/s / gpt" "val loss / gpt"
+printf "%-8s %10s %10s %12s %14s\n" gpt "$g_rate" "$g_val" 1.00 1.000
+for family in hyena mamba; do
+  read -r rate val < <(run $family)
+  awk -v f=$family -v a="$rate" -v b="$g_rate" -v c="$val" -v d="$g_val" \
+    'BEGIN { printf "%-8s %10s %10s %12.2f %14.3f\n", f, a, c, a / b, c / d }'
+done
