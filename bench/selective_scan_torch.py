@@ -32,14 +32,14 @@ def chunk_scan(dt, u, Bc, Cc, A, x0):
     S = torch.cumsum(dt.unsqueeze(2) * A[None, :, :, None], dim=-1)  # (b, d, n, l)
     diff = S.unsqueeze(-1) - S.unsqueeze(-2)  # (b, d, n, l, l): [t, s] = S_t - S_s
     causal = torch.ones(l, l, dtype=torch.bool).tril()
-    # Clamped at exp(-60) ~ 1e-26 (a term below that is lost in f32 next to the current
-    # input's): smaller decays times the inputs go denormal, which costs 100x per element
+    # Decays clamped at exp(-60) ~ 1e-26 (here and for the carried state below; a term
+    # below that is lost in f32 next to the current input's): smaller decays times the inputs go denormal, which costs 100x per element
     # on this CPU, in every intra-op thread (set_flush_denormal covers only the main one).
     decay = diff.clamp(min=-60.0).masked_fill(~causal, float("-inf")).exp()
     inp = (dt * u).unsqueeze(2) * Bc.unsqueeze(1)  # (b, d, n, l)
     # sum_s decay[t, s] inp[s] as a broadcast product: one (L, L) matvec per (b, d, n) is too
     # small for a batched GEMM call each.
-    xs = (decay * inp.unsqueeze(-2)).sum(-1) + S.exp() * x0.unsqueeze(-1)  # (b, d, n, l)
+    xs = (decay * inp.unsqueeze(-2)).sum(-1) + S.clamp(min=-60.0).exp() * x0.unsqueeze(-1)
     y = torch.einsum("bdnl,bnl->bdl", xs, Cc)
     return y, xs[..., -1]
 
