@@ -4,7 +4,8 @@
 // (N <= 256 floats) lives on the stack; T is walked in chunks, the chunk's
 // step sizes computed first in one vector loop, then per step one loop over
 // the N states (contiguous, since B and C are transposed to (B, T, N) once)
-// that vectorises: the decay's exp is a polynomial, not libm. The state
+// that vectorises: the decay's exp is a polynomial, not libm, and the row
+// loop is compiled per ISA (selective_scan_math.h). The state
 // entering each chunk is saved for the backward when asked; the (B, D, T, N)
 // states are never written.
 #include "kernels/selective_scan.h"
