@@ -117,9 +117,10 @@ void selective_scan(const ScanDense& s, Tensor* y, Tensor& last, Tensor* states)
               states ? states->data<float>() : nullptr};  // (B, D, nc, N)
   void (*row)(const Fwd&, int64_t, float*) = forward_row_base;
 #ifdef KEEL_SCAN_MULTI_ISA
-  if (scan::isa() == scan::Isa::kAvx512)
+  const scan::Isa isa = scan::isa();
+  if (isa == scan::Isa::kAvx512)
     row = forward_row_avx512;
-  else if (scan::isa() == scan::Isa::kAvx2)
+  else if (isa == scan::Isa::kAvx2)
     row = forward_row_avx2;
 #endif
 #pragma omp parallel if (rows > 1 && rows * T * N >= kParallelGrain)

@@ -201,9 +201,10 @@ void selective_scan_backward(const ScanDense& s, const Tensor& dy, const Tensor&
   void (*item_fn)(const Bwd&, int64_t, int64_t, int64_t, int64_t, float*, float*, float*) =
       backward_item_base;
 #ifdef KEEL_SCAN_MULTI_ISA
-  if (scan::isa() == scan::Isa::kAvx512)
+  const scan::Isa isa = scan::isa();
+  if (isa == scan::Isa::kAvx512)
     item_fn = backward_item_avx512;
-  else if (scan::isa() == scan::Isa::kAvx2)
+  else if (isa == scan::Isa::kAvx2)
     item_fn = backward_item_avx2;
 #endif
 

@@ -11,6 +11,8 @@
 
 #include <bit>
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 #include <vector>
 
 #include "kernels/cpu/vec_math.h"
@@ -29,12 +31,17 @@ namespace keel::kernels::cpu::scan {
 
 #ifdef KEEL_SCAN_MULTI_ISA
 enum class Isa { kBase, kAvx2, kAvx512 };
+// The widest the CPU has; KEEL_SCAN_ISA=base or =avx2 caps it (so the tests
+// reach every path on one machine).
 inline Isa isa() {
-  static const Isa v = __builtin_cpu_supports("avx512f") ? Isa::kAvx512
-                       : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
-                           ? Isa::kAvx2
-                           : Isa::kBase;
-  return v;
+  static const Isa best = __builtin_cpu_supports("avx512f") ? Isa::kAvx512
+                          : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                              ? Isa::kAvx2
+                              : Isa::kBase;
+  const char* cap = std::getenv("KEEL_SCAN_ISA");
+  if (cap && std::string_view(cap) == "base") return Isa::kBase;
+  if (cap && std::string_view(cap) == "avx2" && best == Isa::kAvx512) return Isa::kAvx2;
+  return best;
 }
 #endif
 
