@@ -10,7 +10,9 @@
 #                           [--seq T1,T2,..] [--torch-seq T1,..] [--repeat R]
 #
 # --torch-seq: the lengths PyTorch runs (default: all of --seq); its scan does
-# O(T L N D) work for chunks of L, so long T take minutes on 2 cores.
+# O(T L N D) work for chunks of L, so long T take minutes on 2 cores, and its
+# backward keeps O(B D N T L) bytes: it skips fwd+bwd above 10 GiB (see the
+# script).
 # Needs the bench built (cmake --build DIR --target selective_scan_bench) and
 # /usr/bin/python3 with torch (PYTHON to override).
 set -euo pipefail
@@ -66,7 +68,8 @@ while IFS= read -r k; do
   t="$(grep -E "^torch .* T=$T " <<<"$torch_out" || true)"
   if [[ -n $t ]]; then
     tf="$(field fwd_ms "$t")" tb="$(field fwdbwd_ms "$t")"
-    rf="**$(ratio "$tf" "$kf")**" rb="**$(ratio "$tb" "$kb")**"
+    rf="**$(ratio "$tf" "$kf")**" rb="-"
+    [[ $tb =~ ^[0-9.]+$ ]] && rb="**$(ratio "$tb" "$kb")**"
   else
     tf="not run" tb="not run" rf="-" rb="-"
   fi

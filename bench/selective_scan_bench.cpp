@@ -6,7 +6,8 @@
 // bench/selective_scan_torch.py; bench/selective_scan.sh runs both.
 // Output, one line per T:
 //   keel B=.. D=.. N=.. T=.. fwd_ms=.. fwdbwd_ms=.. stream_ms=.. stream_gbs=.. fwd_over_stream=..
-// (milliseconds: the fastest of --repeat runs, after one warm-up).
+// (milliseconds: the fastest of --repeat runs, 10x as many for the short
+// streaming pass, after one warm-up).
 #include <omp.h>
 
 #include <algorithm>

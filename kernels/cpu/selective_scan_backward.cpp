@@ -30,6 +30,120 @@ namespace {
 constexpr int64_t kGroup = 32;  // channels per dB/dC partial
 }
 
+namespace {
+
+// One call's operands and buffers, shared by every work item.
+struct Bwd {
+  int64_t D, T, N, L, nc, ng, Lb;
+  bool softplus;
+  const float *bt, *ct, *u, *delta, *A, *Dp, *z, *bias, *gy_p, *sp;
+  float *du, *dd, *dz, *h, *partB, *partC;
+  double *accA, *accD, *accBias;
+};
+
+// Work item `item` = (b, channel group) of chunk c = [t0, t0 + n_t); xs, as,
+// dt: this thread's scratch for the chunk's states, decays and step sizes.
+[[gnu::always_inline]] inline void backward_item(const Bwd& k, int64_t item, int64_t t0,
+                                                 int64_t n_t, int64_t c, float* xs, float* as,
+                                                 float* dt) {
+  const int64_t D = k.D, T = k.T, N = k.N, nc = k.nc, ng = k.ng, Lb = k.Lb;
+  const float *u = k.u, *delta = k.delta, *A = k.A, *Dp = k.Dp, *z = k.z, *bias = k.bias,
+              *gy_p = k.gy_p, *sp = k.sp;
+  float *du = k.du, *dd = k.dd, *dz = k.dz;
+  const int64_t b = item / ng, grp = item % ng;
+  float* pb = k.partB + item * Lb * N;
+  float* pc = k.partC + item * Lb * N;
+  std::memset(pb, 0, size_t(n_t * N) * sizeof(float));
+  std::memset(pc, 0, size_t(n_t * N) * sizeof(float));
+  for (int64_t d = grp * kGroup; d < std::min(D, (grp + 1) * kGroup); ++d) {
+    const int64_t r = b * D + d;
+    const float* Ad = A + d * N;
+    const float* ur = u + r * T + t0;
+    const float* gr = gy_p + r * T + t0;
+    const float Dv = Dp ? Dp[d] : 0.0f, bv = bias ? bias[d] : 0.0f;
+    // Recompute the chunk's states: xs[i + 1] = x_{t0 + i}, xs[0] the saved one.
+    std::memcpy(xs, sp + (r * nc + c) * N, size_t(N) * sizeof(float));
+    scan::chunk_dt(delta + r * T + t0, n_t, bv, k.softplus, dt);
+    for (int64_t i = 0; i < n_t; ++i) {
+      const float dtv = dt[i], dbu = dtv * ur[i];
+      const float* bb = k.bt + (b * T + t0 + i) * N;
+      const float* xp = xs + i * N;
+      float* xn = xs + (i + 1) * N;
+      float* ai = as + i * N;
+#pragma omp simd
+      for (int64_t n = 0; n < N; ++n) {
+        ai[n] = scan::exp_f32(dtv * Ad[n]);
+        xn[n] = ai[n] * xp[n] + dbu * bb[n];
+      }
+    }
+    // Walk back.
+    float* hr = k.h + r * N;
+    double* aA = k.accA + r * N;
+    // Running sums continue across chunks: the same additions for any chunking.
+    double sD = k.accD[r], sBias = k.accBias[r];
+    for (int64_t i = n_t - 1; i >= 0; --i) {
+      const int64_t t = t0 + i;
+      const float dtv = dt[i], uv = ur[i], dbu = dtv * uv;
+      const float* bb = k.bt + (b * T + t) * N;
+      const float* cc = k.ct + (b * T + t) * N;
+      const float* xt = xs + (i + 1) * N;
+      const float* xp = xs + i * N;
+      const float* ai = as + i * N;
+      float gyv = gr[i];
+      if (z) {
+        float yv = 0.0f;
+#pragma omp simd reduction(+ : yv)
+        for (int64_t n = 0; n < N; ++n) yv += cc[n] * xt[n];
+        yv += Dv * uv;
+        const float zv = z[r * T + t], sg = scan::sigmoid(zv);
+        dz[r * T + t] = gyv * yv * sg * (1.0f + zv * (1.0f - sg));
+        gyv *= zv * sg;
+      }
+      float* pbi = pb + i * N;
+      float* pci = pc + i * N;
+      float hb = 0.0f, hxa = 0.0f;
+#pragma omp simd reduction(+ : hb, hxa)
+      for (int64_t n = 0; n < N; ++n) {
+        const float hn = hr[n] + gyv * cc[n];
+        pci[n] += gyv * xt[n];
+        pbi[n] += dbu * hn;
+        hb += hn * bb[n];
+        const float q = hn * ai[n] * xp[n];
+        hxa += q * Ad[n];
+        aA[n] += double(dtv * q);
+        hr[n] = hn * ai[n];
+      }
+      du[r * T + t] = dtv * hb + Dv * gyv;
+      float ddt = hxa + uv * hb;
+      if (k.softplus) ddt *= scan::sigmoid(delta[r * T + t] + bv);
+      dd[r * T + t] = ddt;
+      sD += double(gyv * uv);
+      sBias += double(ddt);
+    }
+    k.accD[r] = sD;
+    k.accBias[r] = sBias;
+  }
+}
+
+void backward_item_base(const Bwd& k, int64_t item, int64_t t0, int64_t n_t, int64_t c, float* xs,
+                        float* as, float* dt) {
+  backward_item(k, item, t0, n_t, c, xs, as, dt);
+}
+#ifdef KEEL_SCAN_MULTI_ISA
+[[gnu::target("avx2,fma")]] void backward_item_avx2(const Bwd& k, int64_t item, int64_t t0,
+                                                    int64_t n_t, int64_t c, float* xs, float* as,
+                                                    float* dt) {
+  backward_item(k, item, t0, n_t, c, xs, as, dt);
+}
+[[gnu::target("avx512f,avx2,fma")]] void backward_item_avx512(const Bwd& k, int64_t item,
+                                                              int64_t t0, int64_t n_t, int64_t c,
+                                                              float* xs, float* as, float* dt) {
+  backward_item(k, item, t0, n_t, c, xs, as, dt);
+}
+#endif
+
+}  // namespace
+
 void selective_scan_backward(const ScanDense& s, const Tensor& dy, const Tensor& dlast,
                              const Tensor& states, ScanDenseGrads& g) {
   const int64_t Bsz = s.batch, D = s.dim, T = s.len, N = s.nstate, L = s.chunk;
@@ -57,6 +171,42 @@ void selective_scan_backward(const ScanDense& s, const Tensor& dy, const Tensor&
   std::vector<double> accD(size_t(rows), 0.0), accBias(size_t(rows), 0.0);   // (B, D)
   std::vector<float> partB(size_t(Bsz * ng * Lb * N)), partC(partB.size());  // (B, ng, L, N)
   const bool par = rows * T * N >= kParallelGrain;
+  const Bwd k{D,
+              T,
+              N,
+              L,
+              nc,
+              ng,
+              Lb,
+              s.softplus,
+              bt.data(),
+              ct.data(),
+              u,
+              delta,
+              A,
+              Dp,
+              z,
+              bias,
+              gy_p,
+              sp,
+              du,
+              dd,
+              dz,
+              h.data(),
+              partB.data(),
+              partC.data(),
+              accA.data(),
+              accD.data(),
+              accBias.data()};
+  void (*item_fn)(const Bwd&, int64_t, int64_t, int64_t, int64_t, float*, float*, float*) =
+      backward_item_base;
+#ifdef KEEL_SCAN_MULTI_ISA
+  const scan::Isa isa = scan::isa();
+  if (isa == scan::Isa::kAvx512)
+    item_fn = backward_item_avx512;
+  else if (isa == scan::Isa::kAvx2)
+    item_fn = backward_item_avx2;
+#endif
 
 #pragma omp parallel if (par)
   {
@@ -65,79 +215,7 @@ void selective_scan_backward(const ScanDense& s, const Tensor& dy, const Tensor&
       const int64_t t0 = c * L, n_t = std::min(L, T - t0);
 #pragma omp for schedule(static)
       for (int64_t item = 0; item < Bsz * ng; ++item) {
-        const int64_t b = item / ng, grp = item % ng;
-        float* pb = partB.data() + item * Lb * N;
-        float* pc = partC.data() + item * Lb * N;
-        std::memset(pb, 0, size_t(n_t * N) * sizeof(float));
-        std::memset(pc, 0, size_t(n_t * N) * sizeof(float));
-        for (int64_t d = grp * kGroup; d < std::min(D, (grp + 1) * kGroup); ++d) {
-          const int64_t r = b * D + d;
-          const float* Ad = A + d * N;
-          const float* ur = u + r * T + t0;
-          const float* gr = gy_p + r * T + t0;
-          const float Dv = Dp ? Dp[d] : 0.0f, bv = bias ? bias[d] : 0.0f;
-          // Recompute the chunk's states: xs[i + 1] = x_{t0 + i}, xs[0] the saved one.
-          std::memcpy(xs.data(), sp + (r * nc + c) * N, size_t(N) * sizeof(float));
-          scan::chunk_dt(delta + r * T + t0, n_t, bv, s.softplus, dt.data());
-          for (int64_t i = 0; i < n_t; ++i) {
-            const float dtv = dt[size_t(i)], dbu = dtv * ur[i];
-            const float* bb = bt.data() + (b * T + t0 + i) * N;
-            const float* xp = xs.data() + i * N;
-            float* xn = xs.data() + (i + 1) * N;
-            float* ai = as.data() + i * N;
-#pragma omp simd
-            for (int64_t n = 0; n < N; ++n) {
-              ai[n] = scan::exp_f32(dtv * Ad[n]);
-              xn[n] = ai[n] * xp[n] + dbu * bb[n];
-            }
-          }
-          // Walk back.
-          float* hr = h.data() + r * N;
-          double* aA = accA.data() + r * N;
-          // Running sums continue across chunks: the same additions for any chunking.
-          double sD = accD[size_t(r)], sBias = accBias[size_t(r)];
-          for (int64_t i = n_t - 1; i >= 0; --i) {
-            const int64_t t = t0 + i;
-            const float dtv = dt[size_t(i)], uv = ur[i], dbu = dtv * uv;
-            const float* bb = bt.data() + (b * T + t) * N;
-            const float* cc = ct.data() + (b * T + t) * N;
-            const float* xt = xs.data() + (i + 1) * N;
-            const float* xp = xs.data() + i * N;
-            const float* ai = as.data() + i * N;
-            float gyv = gr[i];
-            if (z) {
-              float yv = 0.0f;
-#pragma omp simd reduction(+ : yv)
-              for (int64_t n = 0; n < N; ++n) yv += cc[n] * xt[n];
-              yv += Dv * uv;
-              const float zv = z[r * T + t], sg = scan::sigmoid(zv);
-              dz[r * T + t] = gyv * yv * sg * (1.0f + zv * (1.0f - sg));
-              gyv *= zv * sg;
-            }
-            float* pbi = pb + i * N;
-            float* pci = pc + i * N;
-            float hb = 0.0f, hxa = 0.0f;
-#pragma omp simd reduction(+ : hb, hxa)
-            for (int64_t n = 0; n < N; ++n) {
-              const float hn = hr[n] + gyv * cc[n];
-              pci[n] += gyv * xt[n];
-              pbi[n] += dbu * hn;
-              hb += hn * bb[n];
-              const float q = hn * ai[n] * xp[n];
-              hxa += q * Ad[n];
-              aA[n] += double(dtv * q);
-              hr[n] = hn * ai[n];
-            }
-            du[r * T + t] = dtv * hb + Dv * gyv;
-            float ddt = hxa + uv * hb;
-            if (s.softplus) ddt *= scan::sigmoid(delta[r * T + t] + bv);
-            dd[r * T + t] = ddt;
-            sD += double(gyv * uv);
-            sBias += double(ddt);
-          }
-          accD[size_t(r)] = sD;
-          accBias[size_t(r)] = sBias;
-        }
+        item_fn(k, item, t0, n_t, c, xs.data(), as.data(), dt.data());
       }
       // Sum this chunk's dB, dC partials over the groups, in group order.
 #pragma omp for schedule(static)

@@ -11,25 +11,52 @@
 
 #include <bit>
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 #include <vector>
 
 #include "kernels/cpu/vec_math.h"
 #include "kernels/selective_scan_dense.h"
 
+// On x86-64 builds without -march=native the row loops are compiled three
+// times, for the baseline, for AVX2 + FMA and for AVX-512, and the widest the
+// CPU has runs (8 or 16 lanes and fused multiply-adds: 2x and more on the
+// state loop). The forward and the backward choose alike, so their states
+// agree bit for bit; results may differ in the last bits between machines.
+#if defined(__x86_64__) && !defined(__AVX2__)
+#define KEEL_SCAN_MULTI_ISA 1
+#endif
+
 namespace keel::kernels::cpu::scan {
 
-inline float abs_bits(float x) {
+#ifdef KEEL_SCAN_MULTI_ISA
+enum class Isa { kBase, kAvx2, kAvx512 };
+// The widest the CPU has; KEEL_SCAN_ISA=base or =avx2 caps it (so the tests
+// reach every path on one machine).
+inline Isa isa() {
+  static const Isa best = __builtin_cpu_supports("avx512f") ? Isa::kAvx512
+                          : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                              ? Isa::kAvx2
+                              : Isa::kBase;
+  const char* cap = std::getenv("KEEL_SCAN_ISA");
+  if (cap && std::string_view(cap) == "base") return Isa::kBase;
+  if (cap && std::string_view(cap) == "avx2" && best == Isa::kAvx512) return Isa::kAvx2;
+  return best;
+}
+#endif
+
+[[gnu::always_inline]] inline float abs_bits(float x) {
   return std::bit_cast<float>(std::bit_cast<uint32_t>(x) & 0x7fffffffu);
 }
 
 // exp(x) for x <= 88: exp_nonpositive's reduction and polynomial hold for
 // positive arguments too (2^n stays a normal float up to n = 127); larger x
 // overflows f32 anyway. dt * A is <= 0 in Mamba (dt >= 0, A = -exp(A_log)).
-inline float exp_f32(float x) { return exp_nonpositive(x); }
+[[gnu::always_inline]] inline float exp_f32(float x) { return exp_nonpositive(x); }
 
 // log(1 + e) for e in [0, 1], as 2 atanh(s) with s = e / (2 + e) in [0, 1/3]:
 // the odd series to s^15 leaves a relative error below 2e-9.
-inline float log1p_unit(float e) {
+[[gnu::always_inline]] inline float log1p_unit(float e) {
   const float s = e / (2.0f + e), s2 = s * s;
   float p = 1.0f / 15.0f;
   p = p * s2 + 1.0f / 13.0f;
@@ -42,14 +69,14 @@ inline float log1p_unit(float e) {
 }
 
 // softplus(x) = max(x, 0) + log1p(exp(-|x|)), no overflow for any x.
-inline float softplus(float x) {
+[[gnu::always_inline]] inline float softplus(float x) {
   const float ax = abs_bits(x);
   return 0.5f * (x + ax) + log1p_unit(exp_f32(-ax));
 }
 
 // sigmoid(x): 1 / (1 + e) for x >= 0 and e / (1 + e) below, e = exp(-|x|),
 // chosen by the sign bit (no compare), so small values keep their precision.
-inline float sigmoid(float x) {
+[[gnu::always_inline]] inline float sigmoid(float x) {
   const float e = exp_f32(-abs_bits(x));
   const float r = 1.0f / (1.0f + e), t = e * r;
   const uint32_t neg = 0u - (std::bit_cast<uint32_t>(x) >> 31);  // all ones when x < 0
@@ -59,7 +86,8 @@ inline float sigmoid(float x) {
 
 // The step sizes of steps [t0, t0 + n) of one (b, d) row: delta + bias, then
 // softplus if asked.
-inline void chunk_dt(const float* delta, int64_t n, float bias, bool softplus_on, float* dt) {
+[[gnu::always_inline]] inline void chunk_dt(const float* delta, int64_t n, float bias,
+                                            bool softplus_on, float* dt) {
   if (softplus_on) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) dt[i] = softplus(delta[i] + bias);

@@ -10,6 +10,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "tests/testing/gradcheck.h"
 
@@ -190,6 +191,26 @@ TEST(SelectiveScan, ChunkedBackwardIsBitIdenticalForAnyChunkAndThreadCount) {
       for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(from_saved[i], ref[i]) << "gradient " << i;
     }
   omp_set_num_threads(saved);
+}
+
+TEST(SelectiveScan, EveryCpuIsaPathMatchesReferenceAndIsChunkIndependent) {
+  // KEEL_SCAN_ISA caps the run-time choice (kernels/cpu/selective_scan_math.h): the
+  // baseline, AVX2 + FMA and (where present) AVX-512 paths each pass the checks.
+  for (const char* isa : {"base", "avx2", ""}) {
+    SCOPED_TRACE(::testing::Message() << "KEEL_SCAN_ISA=" << isa);
+    ::setenv("KEEL_SCAN_ISA", isa, 1);
+    check_scan({2, 3, 64, 4}, kAll, 90);
+    check_scan({1, 2, 300, 16}, {true, false, true, true, false}, 91);
+    const Dims s{2, 40, 200, 16};
+    const SelectiveScanArgs a = args_of(make_inputs(s, kAll, 92, false), kAll);
+    Tensor dy = testing::uniform({s.B, s.D, s.T}, 93), dl = testing::uniform({s.B, s.D, s.N}, 94);
+    const auto ref = grads_of(kernels::selective_scan_backward(a, dy, dl, s.T));
+    for (int64_t chunk : {3, 64}) {
+      const auto got = grads_of(kernels::selective_scan_backward(a, dy, dl, chunk));
+      for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], ref[i]) << "gradient " << i;
+    }
+  }
+  ::unsetenv("KEEL_SCAN_ISA");
 }
 
 TEST(SelectiveScan, ContinuingFromLastStateEqualsOneLongScan) {
