@@ -2,9 +2,9 @@
 // complex FFT with radix-4 stages (and one radix-2 stage when log2 n is odd)
 // on split re/im arrays, and real transforms computed through a half-size
 // complex FFT. Twiddles are computed in double once per size and cached
-// (thread-safe; plans live for the life of the process). This is the
-// building block of the FFT long convolution (kernels/fftconv.h, not yet
-// built).
+// (thread-safe; plans live for the life of the process). The butterflies
+// get an AVX2 + FMA clone picked at load time where the CPU has them. This
+// is the building block of the FFT long convolution (kernels/fftconv.h).
 #pragma once
 
 #include <cstdint>

@@ -88,15 +88,19 @@ void transform(float* buf, int64_t n, int64_t rows, bool inverse, Device device)
 
 // ---- kernels -------------------------------------------------------------------------
 
+// The row kernels below run one block per row (grid-striding over rows),
+// threads over the row's elements: one division per row, not per element.
+
 // dst[r, t] = x[b, c, t] as f32 for t < len, 0 for len <= t < n; r = b C + c.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     pad_rows(const T* x, Strides3 xs, int64_t C, int64_t rows, int64_t len, int64_t n,
              int64_t pitch, float* dst) {
-  const int64_t total = rows * n, step = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
-    const int64_t t = i % n, r = i / n, b = r / C, c = r % C;
-    dst[r * pitch + t] = t < len ? to_f32(x[b * xs.b + c * xs.c + t * xs.t]) : 0.0f;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + (r / C) * xs.b + (r % C) * xs.c;
+    float* d = dst + r * pitch;
+    for (int64_t t = threadIdx.x; t < n; t += blockDim.x)
+      d[t] = t < len ? to_f32(xr[t * xs.t]) : 0.0f;
   }
 }
 
@@ -104,12 +108,14 @@ __global__ void __launch_bounds__(kThreads)
 template <bool kConj>
 __global__ void __launch_bounds__(kThreads)
     multiply_spectra(float2* X, const float2* K, int64_t C, int64_t rows, int64_t bins) {
-  const int64_t total = rows * bins, step = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
-    const int64_t f = i % bins, r = i / bins;
-    const float2 a = X[i], w = K[(r % C) * bins + f];
-    const float wi = kConj ? -w.y : w.y;
-    X[i] = make_float2(a.x * w.x - a.y * wi, a.x * wi + a.y * w.x);
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    float2* xr = X + r * bins;
+    const float2* kr = K + (r % C) * bins;
+    for (int64_t f = threadIdx.x; f < bins; f += blockDim.x) {
+      const float2 a = xr[f], w = kr[f];
+      const float wi = kConj ? -w.y : w.y;
+      xr[f] = make_float2(a.x * w.x - a.y * wi, a.x * wi + a.y * w.x);
+    }
   }
 }
 
@@ -118,12 +124,17 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     finish_rows(const float* buf, int64_t pitch, float scale, const T* x, Strides3 xs, const T* D,
                 int64_t ds, int64_t C, int64_t rows, int64_t T_len, T* y) {
-  const int64_t total = rows * T_len, step = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
-    const int64_t t = i % T_len, r = i / T_len, b = r / C, c = r % C;
-    float v = buf[r * pitch + t] * scale;
-    if (D) v += to_f32(D[c * ds]) * to_f32(x[b * xs.b + c * xs.c + t * xs.t]);
-    y[i] = from_f32<T>(v);
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int64_t c = r % C;
+    const T* xr = x + (r / C) * xs.b + c * xs.c;
+    const float d = D ? to_f32(D[c * ds]) : 0.0f;
+    const float* br = buf + r * pitch;
+    T* yr = y + r * T_len;
+    for (int64_t t = threadIdx.x; t < T_len; t += blockDim.x) {
+      float v = br[t] * scale;
+      if (D) v += d * to_f32(xr[t * xs.t]);
+      yr[t] = from_f32<T>(v);
+    }
   }
 }
 
@@ -173,6 +184,9 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- launchers -----------------------------------------------------------------------
 
+// One block per row, up to the grid's limit (the kernels grid-stride past it).
+unsigned row_grid(int64_t rows) { return unsigned(std::clamp<int64_t>(rows, 1, INT32_MAX)); }
+
 // Rows of P floats for `rows` rows: a (rows, P) f32 scratch tensor.
 Tensor row_buffer(int64_t rows, int64_t n, Device device) {
   return empty({rows, n + 2}, DType::F32, device);  // (rows, P)
@@ -186,8 +200,8 @@ Tensor spectra_of(const T* x, Strides3 xs, int64_t B, int64_t C, int64_t len, in
   const int64_t rows = B * C;
   Tensor buf = row_buffer(rows, n, device);  // (rows, P)
   cudaStream_t stream = ::keel::cuda::current_stream(device.index);
-  pad_rows<T><<<grid_for(rows * n, kThreads, device.index), kThreads, 0, stream>>>(
-      x, xs, C, rows, len, n, n + 2, data_ptr<float>(buf));
+  pad_rows<T><<<row_grid(rows), kThreads, 0, stream>>>(x, xs, C, rows, len, n, n + 2,
+                                                       data_ptr<float>(buf));
   KEEL_CUDA_CHECK(cudaGetLastError());
   transform(data_ptr<float>(buf), n, rows, false, device);
   return buf;
@@ -206,11 +220,11 @@ void forward(const Tensor& u, const Tensor& k, const Tensor& D, int64_t n, Tenso
   cudaStream_t stream = stream_of(u);
   Tensor K = filter_spectra<T>(k, n);                                                // (C, P)
   Tensor U = spectra_of<T>(data_ptr<const T>(u), strides3(u), B, C, T_len, n, dev);  // (B C, P)
-  multiply_spectra<false><<<grid_for(rows * bins, kThreads, dev.index), kThreads, 0, stream>>>(
+  multiply_spectra<false><<<row_grid(rows), kThreads, 0, stream>>>(
       data_ptr<float2>(U), data_ptr<const float2>(K), C, rows, bins);
   KEEL_CUDA_CHECK(cudaGetLastError());
   transform(data_ptr<float>(U), n, rows, true, dev);
-  finish_rows<T><<<grid_for(rows * T_len, kThreads, dev.index), kThreads, 0, stream>>>(
+  finish_rows<T><<<row_grid(rows), kThreads, 0, stream>>>(
       data_ptr<const float>(U), n + 2, 1.0f / float(n), data_ptr<const T>(u), strides3(u),
       D.defined() ? data_ptr<const T>(D) : nullptr, D.defined() ? D.stride(0) : 0, C, rows, T_len,
       data_ptr<T>(y));
@@ -247,11 +261,11 @@ void backward(const Tensor& u, const Tensor& k, const Tensor& D, const Tensor& d
   }
   if (du) {
     Tensor K = filter_spectra<T>(k, n);  // (C, P)
-    multiply_spectra<true><<<grid_for(rows * bins, kThreads, dev.index), kThreads, 0, stream>>>(
+    multiply_spectra<true><<<row_grid(rows), kThreads, 0, stream>>>(
         data_ptr<float2>(G), data_ptr<const float2>(K), C, rows, bins);
     KEEL_CUDA_CHECK(cudaGetLastError());
     transform(data_ptr<float>(G), n, rows, true, dev);
-    finish_rows<T><<<grid_for(rows * T_len, kThreads, dev.index), kThreads, 0, stream>>>(
+    finish_rows<T><<<row_grid(rows), kThreads, 0, stream>>>(
         data_ptr<const float>(G), n + 2, scale, data_ptr<const T>(dy), strides3(dy),
         D.defined() ? data_ptr<const T>(D) : nullptr, D.defined() ? D.stride(0) : 0, C, rows, T_len,
         data_ptr<T>(*du));

@@ -2,7 +2,7 @@
 // kernels) against the CPU path: forward and backward (du, dk, dD) for
 // f32, bf16 and f16, L = T and L < T, with and without D, strided inputs,
 // repeated runs bit-identical (the dk and dD batch sums run in a fixed
-// order), and through autograd. Skips without a GPU.
+// order), mixed devices refused, and through autograd. Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -79,6 +79,16 @@ TEST(CudaFftConv, ForwardAndBackwardMatchCpu) {
       expect_equal(again.dk, gg.dk, "dk rerun " + what);
       expect_equal(again.dD, gg.dD, "dD rerun " + what);
     }
+}
+
+TEST(CudaFftConv, MixedDevicesAreRefused) {
+  KEEL_SKIP_WITHOUT_CUDA();
+  Tensor u = testing::uniform({1, 2, 8}, 5500), k = testing::uniform({2, 3}, 5501);
+  EXPECT_KEEL_ERROR(kernels::fftconv(to_gpu(u), k), "fftconv", "expected tensors on");
+  EXPECT_KEEL_ERROR(kernels::fftconv(u, k, to_gpu(testing::uniform({2}, 5502))), "fftconv",
+                    "expected tensors on");
+  EXPECT_KEEL_ERROR(kernels::fftconv_backward(to_gpu(u), to_gpu(k), u, true, true, true),
+                    "fftconv backward", "expected tensors on");
 }
 
 TEST(CudaAutograd, FftConvGradientsMatchCpu) {
