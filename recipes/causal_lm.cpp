@@ -1,25 +1,90 @@
 #include "recipes/causal_lm.h"
 
+#include "trainer/mqar.h"
 #include "trainer/shard_source.h"
 
 namespace keel::recipes {
 
+namespace {
+
+bool is_mqar(const config::Config& cfg) { return cfg.task().kind_case() == config::Task::kMqar; }
+
+}  // namespace
+
 int64_t lm_vocab_size(const config::Config& cfg, int64_t configured, const char* field) {
-  if (configured <= 0) return trainer::data_vocab_size(cfg);
-  if (trainer::has_train_shards_on_disk(cfg)) {
-    const int64_t data_vocab = trainer::data_vocab_size(cfg);
+  const bool synthetic = cfg.data().has_synthetic();
+  if (configured <= 0)
+    return synthetic ? cfg.data().synthetic().mqar().vocab_size() : trainer::data_vocab_size(cfg);
+  if (synthetic || trainer::has_train_shards_on_disk(cfg)) {
+    const int64_t data_vocab =
+        synthetic ? cfg.data().synthetic().mqar().vocab_size() : trainer::data_vocab_size(cfg);
     KEEL_CHECK(configured >= data_vocab, "config: ", field, " ", configured,
                " is smaller than the data's vocabulary (", data_vocab, ")");
   }
   return configured;
 }
 
-void add_shard_data(Recipe& r, const config::Config& cfg, const parallel::ParallelContext& ctx) {
+void check_lm_task(const config::Config& cfg, const char* family) {
+  const std::string f = family;
+  switch (cfg.task().kind_case()) {
+    case config::Task::KIND_NOT_SET:
+    case config::Task::kCausalLm:
+      trainer::check(cfg.data().has_shards(), "data",
+                     "must be token shards (data { shards { ... } }) for causal_lm with " + f);
+      break;
+    case config::Task::kMqar:
+      trainer::check(cfg.data().has_synthetic() && cfg.data().synthetic().has_mqar(), "data",
+                     "must be data { synthetic { mqar { ... } } } for task mqar");
+      trainer::mqar_spec(cfg).validate();
+      break;
+    default:
+      trainer::check(false, "task", "must be causal_lm or mqar for the " + f + " family");
+  }
+}
+
+void add_lm_data(Recipe& r, const config::Config& cfg, const parallel::ParallelContext& ctx) {
   const int data_rank = ctx.data_rank(), data_world = ctx.data_world();
+  if (cfg.data().has_synthetic()) {
+    r.data = [cfg, data_rank, data_world](trainer::Split split) {
+      return trainer::make_mqar_source(cfg, split, data_rank, data_world);
+    };
+    r.has_val = [cfg] { return cfg.data().synthetic().mqar().num_test() > 0; };
+    return;
+  }
   r.data = [cfg, data_rank, data_world](trainer::Split split) {
     return trainer::make_shard_source(cfg, split, data_rank, data_world);
   };
   r.has_val = [cfg] { return trainer::has_val_shards(cfg); };
+}
+
+trainer::LossOutput lm_loss(const config::Config& cfg, const Tensor& logits,
+                            const Tensor& targets) {
+  KEEL_CHECK(logits.dim() == 3 && targets.dim() == 2 && logits.size(0) == targets.size(0) &&
+                 logits.size(1) == targets.size(1),
+             "lm loss: logits ", logits.describe(), " do not match targets ", targets.describe());
+  const int64_t V = logits.size(2);
+  Tensor flat = reshape(logits, {-1, V});  // (B T, V)
+  trainer::LossOutput out{cross_entropy(flat, reshape(targets, {-1})), {}};
+  if (!is_mqar(cfg)) return out;
+  // Accuracy over the query positions: their rows' argmax against the target.
+  NoGradGuard no_grad;
+  const std::vector<int64_t> t = targets.to(Device::cpu()).to(DType::I64).to_vector<int64_t>();
+  std::vector<int64_t> rows, want;
+  for (size_t i = 0; i < t.size(); ++i)
+    if (t[i] != trainer::kMqarIgnore) {
+      rows.push_back(int64_t(i));
+      want.push_back(t[i]);
+    }
+  if (rows.empty()) return out;
+  Tensor idx = from_vector<int64_t>(rows, {int64_t(rows.size())}).to(logits.device());
+  const std::vector<int64_t> got = max(index_select(flat.detach(), 0, idx), 1)
+                                       .second.to(Device::cpu())
+                                       .to(DType::I64)
+                                       .to_vector<int64_t>();
+  int64_t right = 0;
+  for (size_t i = 0; i < got.size(); ++i) right += got[i] == want[i];
+  out.metrics.emplace_back("accuracy", double(right) / double(rows.size()));
+  return out;
 }
 
 }  // namespace keel::recipes

@@ -174,6 +174,10 @@ void validate_config(const config::Config& c) {
     case config::Data::kShards:
       require(d.shards().train_files_size() > 0, "data.shards.train_files");
       break;
+    case config::Data::kSynthetic:
+      check(d.synthetic().has_mqar(), "data.synthetic",
+            "names no generator: write data { synthetic { mqar { ... } } }");
+      break;
     case config::Data::SOURCE_NOT_SET:
       KEEL_FAIL("config: data has no source section: write data { shards { train_files: ... } }");
   }

@@ -87,7 +87,8 @@ class Handle {
 };
 
 // Wraps a freshly returned id, or raises naming what was attempted.
-inline Handle checked(hid_t id, Handle::Closer closer, const std::string& file, const std::string& what) {
+inline Handle checked(hid_t id, Handle::Closer closer, const std::string& file,
+                      const std::string& what) {
   if (id < 0) KEEL_FAIL("checkpoint ", file, ": ", what, " failed", hdf5_detail());
   return Handle(id, closer);
 }
@@ -96,7 +97,9 @@ inline void check_rc(herr_t rc, const std::string& file, const std::string& what
   if (rc < 0) KEEL_FAIL("checkpoint ", file, ": ", what, " failed", hdf5_detail());
 }
 
-inline std::vector<hsize_t> to_hsize(const Shape& s) { return std::vector<hsize_t>(s.begin(), s.end()); }
+inline std::vector<hsize_t> to_hsize(const Shape& s) {
+  return std::vector<hsize_t>(s.begin(), s.end());
+}
 
 // Rank 0 is HDF5's scalar dataspace; zero-length dimensions are allowed.
 inline Handle make_space(const Shape& shape, const std::string& file) {
@@ -129,7 +132,9 @@ inline bool link_exists(hid_t loc, const std::string& path) {
 // ---- dtypes --------------------------------------------------------------------
 
 // Half types are widened to f32 in the file (and in memory on the way there).
-inline DType stored_dtype(DType t) { return (t == DType::BF16 || t == DType::F16) ? DType::F32 : t; }
+inline DType stored_dtype(DType t) {
+  return (t == DType::BF16 || t == DType::F16) ? DType::F32 : t;
+}
 
 inline hid_t mem_type(DType t) {
   switch (stored_dtype(t)) {
@@ -190,7 +195,7 @@ inline int64_t read_attr_int(hid_t obj, const char* name, const std::string& fil
 }
 
 inline void write_attr_text(hid_t obj, const char* name, const std::string& text,
-                     const std::string& file) {
+                            const std::string& file) {
   Handle type = string_type(text.size(), file);
   Handle space = make_space({}, file);
   Handle attr = checked(H5Acreate2(obj, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),

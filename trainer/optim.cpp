@@ -20,8 +20,9 @@ void AdamW::step(double lr, double grad_scale) {
     Tensor p = params_[i].second;
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    kernels::AdamWStep hp{lr, cfg_.beta1, cfg_.beta2, cfg_.eps,
-                          decay_[i] ? cfg_.weight_decay : 0.0, step_, grad_scale};
+    kernels::AdamWStep hp{
+        lr,    cfg_.beta1, cfg_.beta2, cfg_.eps, decay_[i] ? cfg_.weight_decay : 0.0,
+        step_, grad_scale};
     kernels::adamw_step(p, g, m_[i], v_[i], hp);
   }
 }

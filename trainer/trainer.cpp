@@ -113,11 +113,18 @@ class RunLog {
       tb_->flush();
     }
   }
-  void val(int64_t step, double loss) {
-    out_ << "step " << step << " | val loss " << loss << std::endl;
-    if (jsonl_) jsonl_->write({{"step", step}, {"val_loss", loss}});
+  void val(int64_t step, double loss, const Metrics& metrics) {
+    out_ << "step " << step << " | val loss " << loss;
+    for (const auto& [name, v] : metrics) out_ << " | val " << name << " " << v;
+    out_ << std::endl;
+    if (jsonl_) {
+      JsonFields rec = {{"step", step}, {"val_loss", loss}};
+      for (const auto& [name, v] : metrics) rec.emplace_back("val_" + name, v);
+      jsonl_->write(rec);
+    }
     if (tb_) {
       tb_->add_scalar("val/loss", loss, step);
+      for (const auto& [name, v] : metrics) tb_->add_scalar("val/" + name, v, step);
       tb_->flush();
     }
   }
@@ -217,8 +224,8 @@ config::Config checkpoint_config(const std::string& path) {
   return parse_checkpoint_config(meta.meta_text[0].second, path + ":/meta/config");
 }
 
-double evaluate(const config::Config& cfg, const Workload& work, parallel::ParallelContext& ctx,
-                int64_t batches) {
+EvalResult evaluate_with_metrics(const config::Config& cfg, const Workload& work,
+                                 parallel::ParallelContext& ctx, int64_t batches) {
   KEEL_CHECK(work.has_val(), "evaluate: the config names no validation data",
              " (token shards: data.shards.val_files, e.g. --set data.shards.val_files=val.bin)");
   std::unique_ptr<DataSource> val = work.data(Split::Val);
@@ -229,10 +236,23 @@ double evaluate(const config::Config& cfg, const Workload& work, parallel::Paral
   const DType compute = compute_dtype(cfg);
   const Device device = model.device();
   double total = 0;
-  for (int64_t i = 0; i < batches; ++i)
-    total += forward(work, val->next().to(device), compute).loss.item();
+  Metrics sums;
+  for (int64_t i = 0; i < batches; ++i) {
+    LossOutput out = forward(work, val->next().to(device), compute);
+    total += out.loss.item();
+    add_metrics(sums, out.metrics);
+  }
   model.train(was_training);
-  return mean_across(ctx, total / double(batches));
+  EvalResult r;
+  r.loss = mean_across(ctx, total / double(batches));
+  for (const auto& [name, v] : sums)
+    r.metrics.emplace_back(name, mean_across(ctx, v / double(batches)));
+  return r;
+}
+
+double evaluate(const config::Config& cfg, const Workload& work, parallel::ParallelContext& ctx,
+                int64_t batches) {
+  return evaluate_with_metrics(cfg, work, ctx, batches).loss;
 }
 
 TrainResult train(const config::Config& cfg, const Workload& work, parallel::ParallelContext& ctx,
@@ -345,9 +365,10 @@ TrainResult train(const config::Config& cfg, const Workload& work, parallel::Par
       interval_steps = 0;
     }
     if (tc.eval_every() > 0 && work.has_val() && (done % tc.eval_every() == 0 || done == total)) {
-      const double val = evaluate(cfg, work, ctx, tc.eval_batches());
-      result.val_losses.emplace_back(done, val);
-      log.val(done, val);
+      const EvalResult val = evaluate_with_metrics(cfg, work, ctx, tc.eval_batches());
+      result.val_losses.emplace_back(done, val.loss);
+      if (!val.metrics.empty()) result.val_metrics.emplace_back(done, val.metrics);
+      log.val(done, val.loss, val.metrics);
     }
     const int64_t every = cfg.checkpoint().every();
     if ((every > 0 && done % every == 0) || done == end) save(done);

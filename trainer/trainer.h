@@ -40,8 +40,9 @@ struct TrainResult {
   int64_t start_step = 0;      // steps done before this run (resume)
   int64_t end_step = 0;        // steps done at the end
   std::vector<double> losses;  // training loss of each step run here (mean over the ranks)
-  std::vector<std::pair<int64_t, double>> val_losses;  // (step, loss)
-  std::string last_checkpoint;                         // path, or empty
+  std::vector<std::pair<int64_t, double>> val_losses;    // (step, loss)
+  std::vector<std::pair<int64_t, Metrics>> val_metrics;  // (step, the loss's metrics), if any
+  std::string last_checkpoint;                           // path, or empty
   int64_t skipped_steps = 0;  // fp16 steps dropped for overflowing gradients
 };
 
@@ -56,6 +57,13 @@ TrainResult train(const config::Config& cfg, const Workload& work, parallel::Par
 // evaluates its rows of every batch and all get the mean over ranks.
 double evaluate(const config::Config& cfg, const Workload& work, parallel::ParallelContext& ctx,
                 int64_t batches);
+// The same with the mean of the loss's named metrics (accuracy, say).
+struct EvalResult {
+  double loss = 0;
+  Metrics metrics;
+};
+EvalResult evaluate_with_metrics(const config::Config& cfg, const Workload& work,
+                                 parallel::ParallelContext& ctx, int64_t batches);
 
 // The device train.device names for this process: cpu, cuda:N, or for plain
 // "cuda" GPU (node-local rank mod visible GPUs), the node-local rank read

@@ -32,20 +32,22 @@ Block::Block(const GptConfig& cfg, parallel::ParallelContext& ctx, Generator& ge
   attn = register_module("attn", std::make_shared<nn::CausalSelfAttention>(
                                      cfg.n_embd, cfg.n_head, cfg.bias, cfg.dropout, ctx, gen,
                                      cfg.init_std, proj_std, rng, sp));
-  ln_2 = register_module("ln_2", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.bias));
-  mlp = register_module(
-      "mlp", std::make_shared<nn::MLP>(cfg.n_embd, 4 * cfg.n_embd, cfg.bias, ctx, gen, cfg.init_std,
-                                       proj_std, cfg.dropout, rng, sp));
+  if (cfg.mlp) {
+    ln_2 = register_module("ln_2", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.bias));
+    mlp = register_module("mlp",
+                          std::make_shared<nn::MLP>(cfg.n_embd, 4 * cfg.n_embd, cfg.bias, ctx, gen,
+                                                    cfg.init_std, proj_std, cfg.dropout, rng, sp));
+  }
   if (sp) {
     // The norms see a slice of the sequence: their gradients are summed over tp.
     ln_1->set_sequence_parallel(&ctx.device_group({parallel::Axis::TP}));
-    ln_2->set_sequence_parallel(&ctx.device_group({parallel::Axis::TP}));
+    if (ln_2) ln_2->set_sequence_parallel(&ctx.device_group({parallel::Axis::TP}));
   }
 }
 
 Tensor Block::forward(const Tensor& x) const {
   Tensor h = add(x, attn->forward(ln_1->forward(x)));
-  return add(h, mlp->forward(ln_2->forward(h)));
+  return mlp ? add(h, mlp->forward(ln_2->forward(h))) : h;
 }
 
 GPT::GPT(const GptConfig& cfg, uint64_t seed, const nn::DropoutStreams& rng,

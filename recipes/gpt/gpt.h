@@ -24,6 +24,7 @@ struct GptConfig {
   double dropout = 0.0;
   bool bias = true;
   double init_std = 0.02;
+  bool mlp = true;                      // false: blocks of attention alone (no ln_2, no MLP)
   bool checkpoint_activations = false;  // recompute each block in backward
   // Megatron's sequence parallelism over the tp ranks (parallel.sequence_parallel):
   // between the tensor-parallel linears the residual stream, the norms and

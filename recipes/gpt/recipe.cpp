@@ -25,10 +25,7 @@ void validate_config(const config::Config& cfg) {
   check(m.init_std() > 0, "model.gpt.init_std", "must be positive");
   check(cfg.data().seq_len() <= m.block_size(), "data.seq_len",
         "must be in [1, model.gpt.block_size]");
-  const auto task = cfg.task().kind_case();
-  check(task == config::Task::KIND_NOT_SET || task == config::Task::kCausalLm, "task",
-        "must be causal_lm for the gpt family");
-  check(cfg.data().has_shards(), "data", "must be token shards (data { shards { ... } }) for gpt");
+  recipes::check_lm_task(cfg, "gpt");
   // The layouts this family can run: data and tensor parallelism (context
   // and expert parallelism for GPT are their own issues).
   const auto& p = cfg.parallel();
@@ -50,6 +47,7 @@ GptConfig gpt_config(const config::Config& cfg) {
   c.dropout = m.dropout();
   c.bias = m.bias();
   c.init_std = m.init_std();
+  c.mlp = m.mlp();
   c.checkpoint_activations = cfg.model().checkpoint_activations();
   c.sequence_parallel = cfg.parallel().sequence_parallel();
   return c;
@@ -61,7 +59,9 @@ recipes::Recipe make_recipe(const config::Config& cfg, parallel::ParallelContext
                             nn::DropoutStreams{&ctx.rng(parallel::RngRegion::Replicated),
                                                &ctx.rng(parallel::RngRegion::ModelParallel)},
                             &ctx);
-  return recipes::causal_lm_recipe(model, cfg, ctx);
+  recipes::Recipe r = recipes::causal_lm_recipe(model, cfg, ctx);
+  r.sample = recipes::recompute_sampler(model);
+  return r;
 }
 
 }  // namespace keel::gpt

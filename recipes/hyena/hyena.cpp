@@ -38,15 +38,17 @@ Block::Block(const HyenaLMConfig& cfg, parallel::ParallelContext& ctx, Generator
   mixer = register_module("mixer", std::make_shared<nn::HyenaOperator>(op, gen, rng));
   resid_dropout =
       register_module("resid_dropout", std::make_shared<nn::Dropout>(cfg.dropout, rng.replicated));
-  ln_2 = register_module("ln_2", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.bias));
-  mlp = register_module(
-      "mlp", std::make_shared<nn::MLP>(cfg.n_embd, 4 * cfg.n_embd, cfg.bias, ctx, gen, cfg.init_std,
-                                       op.proj_init_std, cfg.dropout, rng));
+  if (cfg.mlp) {
+    ln_2 = register_module("ln_2", std::make_shared<nn::LayerNorm>(cfg.n_embd, cfg.bias));
+    mlp = register_module(
+        "mlp", std::make_shared<nn::MLP>(cfg.n_embd, 4 * cfg.n_embd, cfg.bias, ctx, gen,
+                                         cfg.init_std, op.proj_init_std, cfg.dropout, rng));
+  }
 }
 
 Tensor Block::forward(const Tensor& x) const {
   Tensor h = add(x, resid_dropout->forward(mixer->forward(ln_1->forward(x))));
-  return add(h, mlp->forward(ln_2->forward(h)));
+  return mlp ? add(h, mlp->forward(ln_2->forward(h))) : h;
 }
 
 HyenaLM::HyenaLM(const HyenaLMConfig& cfg, uint64_t seed, const nn::DropoutStreams& rng,

@@ -20,6 +20,7 @@ struct HyenaLMConfig {
   double dropout = 0.0;
   bool bias = true;
   double init_std = 0.02;
+  bool mlp = true;                      // false: blocks of the operator alone
   bool checkpoint_activations = false;  // recompute each block in backward
   // The operator's own fields (order, filters, modulation); d_model, l_max,
   // dropout, bias and the init scales are filled from the fields above.

@@ -21,6 +21,7 @@ HyenaLMConfig section_config(const config::Config& cfg) {
   c.dropout = m.dropout();
   c.bias = m.bias();
   c.init_std = m.init_std();
+  c.mlp = m.mlp();
   c.checkpoint_activations = cfg.model().checkpoint_activations();
   nn::HyenaConfig& op = c.op;
   op.order = m.order();
@@ -68,11 +69,7 @@ void validate_config(const config::Config& cfg) {
   check(cfg.data().seq_len() <= m.block_size(), "data.seq_len",
         "must be in [1, model.hyena.block_size] (" + std::to_string(m.block_size()) +
             "): the implicit filters span block_size positions");
-  const auto task = cfg.task().kind_case();
-  check(task == config::Task::KIND_NOT_SET || task == config::Task::kCausalLm, "task",
-        "must be causal_lm for the hyena family");
-  check(cfg.data().has_shards(), "data",
-        "must be token shards (data { shards { ... } }) for hyena");
+  recipes::check_lm_task(cfg, "hyena");
   const auto& p = cfg.parallel();
   for (auto [v, name] :
        {std::pair{p.tp(), "parallel.tp"}, {p.cp(), "parallel.cp"}, {p.ep(), "parallel.ep"}})
@@ -94,7 +91,9 @@ recipes::Recipe make_recipe(const config::Config& cfg, parallel::ParallelContext
                                 nn::DropoutStreams{&ctx.rng(parallel::RngRegion::Replicated),
                                                    &ctx.rng(parallel::RngRegion::ModelParallel)},
                                 &ctx);
-  return recipes::causal_lm_recipe(model, cfg, ctx);
+  recipes::Recipe r = recipes::causal_lm_recipe(model, cfg, ctx);
+  r.sample = recipes::recompute_sampler(model);
+  return r;
 }
 
 }  // namespace keel::hyena

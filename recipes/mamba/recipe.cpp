@@ -30,11 +30,7 @@ void validate_config(const config::Config& cfg) {
         "must be >= model.mamba.dt_min > 0");
   check(m.dt_init_floor() >= 0, "model.mamba.dt_init_floor", "must be >= 0");
   check(m.init_std() > 0, "model.mamba.init_std", "must be positive");
-  const auto task = cfg.task().kind_case();
-  check(task == config::Task::KIND_NOT_SET || task == config::Task::kCausalLm, "task",
-        "must be causal_lm for the mamba family");
-  check(cfg.data().has_shards(), "data",
-        "must be token shards (data { shards { ... } }) for mamba");
+  recipes::check_lm_task(cfg, "mamba");
   const auto& p = cfg.parallel();
   for (auto [v, name] :
        {std::pair{p.tp(), "parallel.tp"}, {p.cp(), "parallel.cp"}, {p.ep(), "parallel.ep"}})
@@ -67,12 +63,7 @@ MambaLMConfig mamba_config(const config::Config& cfg) {
 
 recipes::Recipe make_recipe(const config::Config& cfg, parallel::ParallelContext& ctx) {
   auto model = std::make_shared<MambaLM>(mamba_config(cfg), cfg.train().seed());
-  recipes::Recipe r;
-  r.module = model;
-  r.loss = [model](const trainer::Batch& b) {
-    return trainer::LossOutput{model->loss(b.at("inputs"), b.at("targets")), {}};
-  };
-  recipes::add_shard_data(r, cfg, ctx);
+  recipes::Recipe r = recipes::causal_lm_recipe(model, cfg, ctx);
   r.sample = [model](std::vector<int32_t> prompt, const recipes::SampleOptions& o) {
     return model->generate(std::move(prompt), o);
   };

@@ -34,11 +34,12 @@ import argparse
 import math
 import os
 
-import h5py
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from golden_io import run_golden
 
 VOCAB, PADDED_VOCAB, BLOCK, N_LAYER, N_HEAD, N_EMBD = 96, 128, 16, 2, 2, 32
 B, T = 2, 16
@@ -168,73 +169,14 @@ def main():
     ap.add_argument("--out", default=os.path.normpath(
         os.path.join(here, "..", "..", "tests", "golden", "gpt_tiny.h5")))
     args = ap.parse_args()
-
-    torch.set_num_threads(1)  # fixed reduction order: identical bytes on every run
-    torch.use_deterministic_algorithms(True)
-    rng = np.random.default_rng(SEED)
-
-    model = GPT()
-    init = initial_weights(model, rng)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(torch.from_numpy(init[name].astype(np.float64)))
-    seq = rng.integers(0, VOCAB, size=(B, T + 1), dtype=np.int64)
-    ids, targets = torch.from_numpy(seq[:, :T].copy()), torch.from_numpy(seq[:, 1:].copy())
-
-    logits, loss = model.loss(ids, targets)
-    loss.backward()
-    ref_logits = logits.detach().numpy().copy()
-    ref_loss = loss.item()
-    grads = {n: p.grad.detach().numpy().copy() for n, p in model.named_parameters()}
-
-    params = list(model.named_parameters())
-    opt = torch.optim.AdamW(
-        [{"params": [p for n, p in params if is_decayed(n)], "weight_decay": WD},
-         {"params": [p for n, p in params if not is_decayed(n)], "weight_decay": 0.0}],
-        lr=LR, betas=BETAS, eps=EPS)
-    losses, norms = [], []
-    for _ in range(STEPS):
-        opt.zero_grad(set_to_none=True)
-        _, loss = model.loss(ids, targets)
-        loss.backward()
-        norm = math.sqrt(sum(float((p.grad * p.grad).sum()) for _, p in params))
-        # keel's clip_coefficient; stay clear of its boundary so torch's clamp
-        # form (min(1, max_norm / (norm + 1e-6))) would give the same factor.
-        assert abs(norm - MAX_NORM) > 1e-3, norm
-        coef = 1.0 if norm <= MAX_NORM else MAX_NORM / (norm + 1e-6)
-        with torch.no_grad():
-            for _, p in params:
-                p.grad.mul_(coef)
-        opt.step()
-        losses.append(loss.item())
-        norms.append(norm)
-    final = {n: p.detach().numpy().copy() for n, p in params}
-
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with h5py.File(args.out, "w", libver="earliest", track_order=False) as f:
-        for k, v in [("vocab_size", VOCAB), ("padded_vocab_size", PADDED_VOCAB),
-                     ("block_size", BLOCK), ("n_layer", N_LAYER), ("n_head", N_HEAD),
-                     ("n_embd", N_EMBD), ("steps", STEPS), ("seed", SEED)]:
-            f.attrs[k] = np.int64(v)
-        for k, v in [("lr", LR), ("beta1", BETAS[0]), ("beta2", BETAS[1]), ("eps", EPS),
-                     ("weight_decay", WD), ("max_norm", MAX_NORM)]:
-            f.attrs[k] = np.float64(v)
-        f.attrs["source"] = "scripts/reference/gpt_golden.py (torch %s, float64)" % torch.__version__
-        for n, _ in params:
-            f.create_dataset("init/" + n, data=init[n], track_times=False)
-        f.create_dataset("batch/ids", data=ids.numpy(), track_times=False)
-        f.create_dataset("batch/targets", data=targets.numpy(), track_times=False)
-        f.create_dataset("ref/logits", data=ref_logits, track_times=False)
-        f.create_dataset("ref/loss", data=np.float64(ref_loss), track_times=False)
-        for n, _ in params:
-            f.create_dataset("ref/grad/" + n, data=grads[n], track_times=False)
-        f.create_dataset("ref/losses", data=np.array(losses), track_times=False)
-        f.create_dataset("ref/grad_norms", data=np.array(norms), track_times=False)
-        for n, _ in params:
-            f.create_dataset("ref/final/" + n, data=final[n], track_times=False)
-    print("wrote %s: loss %.6f, losses %s, grad norms %s" % (
-        args.out, ref_loss, " ".join("%.4f" % l for l in losses),
-        " ".join("%.3f" % g for g in norms)))
+    run_golden(GPT(), initial_weights, is_decayed, args.out, vocab=VOCAB, batch=B, seq=T,
+               steps=STEPS, lr=LR, betas=BETAS, eps=EPS, weight_decay=WD, max_norm=MAX_NORM,
+               seed=SEED,
+               int_attrs=[("vocab_size", VOCAB), ("padded_vocab_size", PADDED_VOCAB),
+                   ("block_size", BLOCK), ("n_layer", N_LAYER), ("n_head", N_HEAD),
+                   ("n_embd", N_EMBD)],
+               float_attrs=[],
+               source="scripts/reference/gpt_golden.py")
 
 
 if __name__ == "__main__":

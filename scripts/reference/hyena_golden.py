@@ -35,11 +35,12 @@ import argparse
 import math
 import os
 
-import h5py
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from golden_io import run_golden
 
 VOCAB, PADDED_VOCAB, BLOCK, N_LAYER, N_EMBD = 96, 128, 20, 2, 16
 ORDER, FILTER_ORDER, EMB_DIM, SHORT, INNER = 3, 8, 5, 3, 2
@@ -214,75 +215,16 @@ def main():
     ap.add_argument("--out", default=os.path.normpath(
         os.path.join(here, "..", "..", "tests", "golden", "hyena_tiny.h5")))
     args = ap.parse_args()
-
-    torch.set_num_threads(1)  # fixed reduction order: identical bytes on every run
-    torch.use_deterministic_algorithms(True)
-    rng = np.random.default_rng(SEED)
-
-    model = HyenaLM()
-    init = initial_weights(model, rng)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(torch.from_numpy(init[name].astype(np.float64)))
-    seq = rng.integers(0, VOCAB, size=(B, T + 1), dtype=np.int64)
-    ids, targets = torch.from_numpy(seq[:, :T].copy()), torch.from_numpy(seq[:, 1:].copy())
-
-    logits, loss = model.loss(ids, targets)
-    loss.backward()
-    ref_logits = logits.detach().numpy().copy()
-    ref_loss = loss.item()
-    grads = {n: p.grad.detach().numpy().copy() for n, p in model.named_parameters()}
-
-    params = list(model.named_parameters())
-    opt = torch.optim.AdamW(
-        [{"params": [p for n, p in params if is_decayed(n)], "weight_decay": WD},
-         {"params": [p for n, p in params if not is_decayed(n)], "weight_decay": 0.0}],
-        lr=LR, betas=BETAS, eps=EPS)
-    losses, norms = [], []
-    for _ in range(STEPS):
-        opt.zero_grad(set_to_none=True)
-        _, loss = model.loss(ids, targets)
-        loss.backward()
-        norm = math.sqrt(sum(float((p.grad * p.grad).sum()) for _, p in params))
-        assert abs(norm - MAX_NORM) > 1e-3, norm  # clear of keel's clip boundary
-        coef = 1.0 if norm <= MAX_NORM else MAX_NORM / (norm + 1e-6)
-        with torch.no_grad():
-            for _, p in params:
-                p.grad.mul_(coef)
-        opt.step()
-        losses.append(loss.item())
-        norms.append(norm)
-    final = {n: p.detach().numpy().copy() for n, p in params}
-
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with h5py.File(args.out, "w", libver="earliest", track_order=False) as f:
-        for k, v in [("vocab_size", VOCAB), ("padded_vocab_size", PADDED_VOCAB),
-                     ("block_size", BLOCK), ("n_layer", N_LAYER), ("n_embd", N_EMBD),
-                     ("order", ORDER), ("filter_order", FILTER_ORDER), ("emb_dim", EMB_DIM),
-                     ("short_filter_order", SHORT), ("filter_inner_layers", INNER),
-                     ("steps", STEPS), ("seed", SEED)]:
-            f.attrs[k] = np.int64(v)
-        for k, v in [("lr", LR), ("beta1", BETAS[0]), ("beta2", BETAS[1]), ("eps", EPS),
-                     ("weight_decay", WD), ("max_norm", MAX_NORM), ("fast_decay_pct", FAST),
-                     ("slow_decay_pct", SLOW), ("decay_target", TARGET),
-                     ("modulation_shift", SHIFT)]:
-            f.attrs[k] = np.float64(v)
-        f.attrs["source"] = "scripts/reference/hyena_golden.py (torch %s, float64)" % torch.__version__
-        for n, _ in params:
-            f.create_dataset("init/" + n, data=init[n], track_times=False)
-        f.create_dataset("batch/ids", data=ids.numpy(), track_times=False)
-        f.create_dataset("batch/targets", data=targets.numpy(), track_times=False)
-        f.create_dataset("ref/logits", data=ref_logits, track_times=False)
-        f.create_dataset("ref/loss", data=np.float64(ref_loss), track_times=False)
-        for n, _ in params:
-            f.create_dataset("ref/grad/" + n, data=grads[n], track_times=False)
-        f.create_dataset("ref/losses", data=np.array(losses), track_times=False)
-        f.create_dataset("ref/grad_norms", data=np.array(norms), track_times=False)
-        for n, _ in params:
-            f.create_dataset("ref/final/" + n, data=final[n], track_times=False)
-    print("wrote %s: loss %.6f, losses %s, grad norms %s" % (
-        args.out, ref_loss, " ".join("%.4f" % l for l in losses),
-        " ".join("%.3f" % g for g in norms)))
+    run_golden(HyenaLM(), initial_weights, is_decayed, args.out, vocab=VOCAB, batch=B, seq=T,
+               steps=STEPS, lr=LR, betas=BETAS, eps=EPS, weight_decay=WD, max_norm=MAX_NORM,
+               seed=SEED,
+               int_attrs=[("vocab_size", VOCAB), ("padded_vocab_size", PADDED_VOCAB),
+                   ("block_size", BLOCK), ("n_layer", N_LAYER), ("n_embd", N_EMBD),
+                   ("order", ORDER), ("filter_order", FILTER_ORDER), ("emb_dim", EMB_DIM),
+                   ("short_filter_order", SHORT), ("filter_inner_layers", INNER)],
+               float_attrs=[("fast_decay_pct", FAST), ("slow_decay_pct", SLOW), ("decay_target", TARGET),
+                     ("modulation_shift", SHIFT)],
+               source="scripts/reference/hyena_golden.py")
 
 
 if __name__ == "__main__":

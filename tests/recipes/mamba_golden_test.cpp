@@ -24,11 +24,8 @@ namespace keel::mamba {
 namespace {
 
 using testing::all_close;
-using testing::Dataset;
 using testing::Doubles;
-using testing::expect_tensor_close;
 using testing::GoldenFile;
-using testing::max_abs;
 using testing::max_abs_diff;
 using testing::to_doubles;
 
@@ -75,7 +72,6 @@ class MambaGoldenTest : public ::testing::Test {
     targets_ = f.ids("/batch/targets");
   }
 
-  Dataset ref(const std::string& name) const { return file_->floats(name); }
   Tensor loss() const {
     return recipe_.loss(trainer::Batch{{{"inputs", ids_}, {"targets", targets_}}}).loss;
   }
@@ -100,52 +96,19 @@ TEST_F(MambaGoldenTest, DecayedParametersAreTheProjectionWeights) {
   EXPECT_EQ(got, expected);
 }
 
+const testing::GoldenTolerances kTol{kLogitsRtol, kLogitsAtol,    kLossAtol,
+                                     kGradRtol,   kGradAtolOfMax, kNormRtol,
+                                     kLossesAtol, kFinalRtol,     kFinalAtol};
+
 TEST_F(MambaGoldenTest, ForwardAndGradientsMatchPyTorch) {
-  Tensor logits;
-  {
-    NoGradGuard no_grad;
-    logits = model_->forward(ids_);  // (B, T, V)
-  }
-  Dataset ref_logits = ref("/ref/logits");
-  ASSERT_EQ(logits.sizes(), ref_logits.shape);
-  Doubles got_logits = to_doubles(logits);
-  EXPECT_TRUE(all_close(got_logits, ref_logits.values, kLogitsRtol, kLogitsAtol)) << "logits";
-
-  Tensor loss = this->loss();
-  const double ref_loss = ref("/ref/loss").values.at(0);
-  EXPECT_NEAR(loss.item(), ref_loss, kLossAtol) << "loss";
-  loss.backward();
-
-  double worst_grad = 0;  // max over tensors of (max abs error / max |reference|)
-  for (const auto& [name, p] : model_->named_parameters()) {
-    ASSERT_TRUE(p.grad().defined()) << "no gradient for " << name;
-    Dataset g = ref("/ref/grad/" + name);
-    const double scale = max_abs(g.values);
-    ASSERT_GT(scale, 0) << "reference gradient of " << name << " is zero";
-    const double err =
-        expect_tensor_close("gradient of", name, p.grad(), g, kGradRtol, kGradAtolOfMax * scale);
-    worst_grad = std::max(worst_grad, err / scale);
-  }
-  std::cout << "[ golden ] max abs error: logits " << max_abs_diff(got_logits, ref_logits.values)
-            << ", loss " << std::fabs(loss.item() - ref_loss)
-            << "; gradients (relative to each tensor's max) " << worst_grad << "\n";
+  testing::expect_golden_step(
+      *file_, *model_, [&] { return model_->forward(ids_); }, [&] { return loss(); }, kTol);
 }
 
 TEST_F(MambaGoldenTest, AdamWTrajectoryMatchesPyTorch) {
   ASSERT_EQ(file_->int_attr("steps"), 5);
-  const testing::Trajectory tr =
-      testing::run_adamw_trajectory(*file_, *model_, [&] { return loss(); });
-  Dataset ref_losses = ref("/ref/losses"), ref_norms = ref("/ref/grad_norms");
-  EXPECT_TRUE(all_close(tr.losses, ref_losses.values, 0.0, kLossesAtol)) << "losses per step";
-  EXPECT_TRUE(all_close(tr.norms, ref_norms.values, kNormRtol, 0.0)) << "gradient norms per step";
-  double worst_final = 0;
-  for (const auto& [name, p] : model_->named_parameters())
-    worst_final = std::max(worst_final,
-                           expect_tensor_close("final weight", name, p, ref("/ref/final/" + name),
-                                               kFinalRtol, kFinalAtol));
-  std::cout << "[ golden ] max abs error: losses " << max_abs_diff(tr.losses, ref_losses.values)
-            << ", grad norms " << max_abs_diff(tr.norms, ref_norms.values) << ", final weights "
-            << worst_final << "\n";
+  testing::expect_golden_trajectory(
+      *file_, *model_, [&] { return loss(); }, kTol);
 }
 
 TEST_F(MambaGoldenTest, RecurrentStepsGiveTheFullForwardsLogits) {

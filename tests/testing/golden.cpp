@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iostream>
 
 #include "trainer/optim.h"
 
@@ -145,6 +146,55 @@ Trajectory run_adamw_trajectory(const GoldenFile& f, nn::Module& module,
     out.norms.push_back(norm);
   }
   return out;
+}
+
+void expect_golden_step(const GoldenFile& f, nn::Module& module,
+                        const std::function<Tensor()>& logits_fn,
+                        const std::function<Tensor()>& loss_fn, const GoldenTolerances& tol) {
+  Tensor logits;
+  {
+    NoGradGuard no_grad;
+    logits = logits_fn();  // (B, T, V)
+  }
+  const Dataset ref_logits = f.floats("/ref/logits");
+  ASSERT_EQ(logits.sizes(), ref_logits.shape);
+  const Doubles got_logits = to_doubles(logits);
+  EXPECT_TRUE(all_close(got_logits, ref_logits.values, tol.logits_rtol, tol.logits_atol))
+      << "logits";
+  Tensor loss = loss_fn();
+  const double ref_loss = f.floats("/ref/loss").values.at(0);
+  EXPECT_NEAR(loss.item(), ref_loss, tol.loss_atol) << "loss";
+  loss.backward();
+  double worst = 0;  // max over tensors of (max abs error / max |reference|)
+  for (const auto& [name, p] : module.named_parameters()) {
+    ASSERT_TRUE(p.grad().defined()) << "no gradient for " << name;
+    const Dataset g = f.floats("/ref/grad/" + name);
+    const double scale = max_abs(g.values);
+    ASSERT_GT(scale, 0) << "reference gradient of " << name << " is zero";
+    const double err = expect_tensor_close("gradient of", name, p.grad(), g, tol.grad_rtol,
+                                           tol.grad_atol_of_max * scale);
+    worst = std::max(worst, err / scale);
+  }
+  std::cout << "[ golden ] max abs error: logits " << max_abs_diff(got_logits, ref_logits.values)
+            << ", loss " << std::fabs(loss.item() - ref_loss)
+            << "; gradients (relative to each tensor's max) " << worst << "\n";
+}
+
+void expect_golden_trajectory(const GoldenFile& f, nn::Module& module,
+                              const std::function<Tensor()>& loss, const GoldenTolerances& tol) {
+  const Trajectory tr = run_adamw_trajectory(f, module, loss);
+  const Dataset ref_losses = f.floats("/ref/losses"), ref_norms = f.floats("/ref/grad_norms");
+  EXPECT_TRUE(all_close(tr.losses, ref_losses.values, 0.0, tol.losses_atol)) << "losses per step";
+  EXPECT_TRUE(all_close(tr.norms, ref_norms.values, tol.norm_rtol, 0.0))
+      << "gradient norms per step";
+  double worst = 0;
+  for (const auto& [name, p] : module.named_parameters())
+    worst =
+        std::max(worst, expect_tensor_close("final weight", name, p, f.floats("/ref/final/" + name),
+                                            tol.final_rtol, tol.final_atol));
+  std::cout << "[ golden ] max abs error: losses " << max_abs_diff(tr.losses, ref_losses.values)
+            << ", grad norms " << max_abs_diff(tr.norms, ref_norms.values) << ", final weights "
+            << worst << "\n";
 }
 
 }  // namespace keel::testing

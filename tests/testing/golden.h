@@ -67,4 +67,21 @@ struct Trajectory {
 Trajectory run_adamw_trajectory(const GoldenFile& f, nn::Module& module,
                                 const std::function<Tensor()>& loss);
 
+// The checks of a family's golden test, with each bound's reason at the
+// caller: the forward (logits (B, T, V) against /ref/logits, the loss
+// against /ref/loss), every parameter's gradient against /ref/grad/<name>
+// (atol relative to each tensor's largest reference entry), then the AdamW
+// trajectory (/ref/losses, /ref/grad_norms, /ref/final/<name>). They print
+// the largest errors seen.
+struct GoldenTolerances {
+  double logits_rtol, logits_atol, loss_atol;
+  double grad_rtol, grad_atol_of_max;
+  double norm_rtol, losses_atol, final_rtol, final_atol;
+};
+void expect_golden_step(const GoldenFile& f, nn::Module& module,
+                        const std::function<Tensor()>& logits, const std::function<Tensor()>& loss,
+                        const GoldenTolerances& tol);
+void expect_golden_trajectory(const GoldenFile& f, nn::Module& module,
+                              const std::function<Tensor()>& loss, const GoldenTolerances& tol);
+
 }  // namespace keel::testing
