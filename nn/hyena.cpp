@@ -80,8 +80,8 @@ HyenaFilter::HyenaFilter(const HyenaConfig& cfg, int64_t channels, Generator& ge
   // spaced from log(target) / slow_decay_pct (channel 0, the slowest decay)
   // to log(target) / fast_decay_pct (the last channel, the fastest): the
   // filter of the last channel has fallen to `target` by t = fast_decay_pct.
-  std::vector<float> win(size_t(cfg_.l_max * channels), 1.0f);
   if (cfg_.modulate) {
+    std::vector<float> win(static_cast<size_t>(cfg_.l_max * channels));
     const double lo = std::log(cfg_.decay_target) / cfg_.slow_decay_pct;
     const double hi = std::log(cfg_.decay_target) / cfg_.fast_decay_pct;
     const std::vector<float> tv = t.to_vector<float>();
@@ -91,19 +91,23 @@ HyenaFilter::HyenaFilter(const HyenaConfig& cfg, int64_t channels, Generator& ge
         win[size_t(l * channels + c)] =
             float(std::exp(-double(tv[size_t(l)]) * std::fabs(delta)) + cfg_.modulation_shift);
       }
+    window_ = from_vector<float>(win, {cfg_.l_max, channels});  // (l_max, channels)
   }
-  window_ = from_vector<float>(win, {cfg_.l_max, channels});  // (l_max, channels)
   drop_ = register_module("drop", std::make_shared<Dropout>(cfg_.filter_dropout, rng.replicated));
 }
 
 Tensor HyenaFilter::forward(int64_t L) const {
   KEEL_CHECK(L >= 1 && L <= cfg_.l_max, "HyenaFilter: ", L,
              " taps asked for, but the filters span model.hyena l_max = block_size ", cfg_.l_max);
-  const Device dev = freq.device();
-  Tensor h = narrow(z_.to(dev), 0, 0, L);                            // (L, emb_dim)
+  // The constants follow the parameters to their device once, not every step.
+  if (!(z_.device() == freq.device())) {
+    z_ = z_.to(freq.device());
+    if (window_.defined()) window_ = window_.to(freq.device());
+  }
+  Tensor h = narrow(z_, 0, 0, L);                                    // (L, emb_dim)
   for (const auto& lin : *mlp) h = sin(mul(freq, lin->forward(h)));  // (L, filter_order)
   h = out->forward(h);                                               // (L, channels)
-  if (cfg_.modulate || cfg_.modulation_shift != 0.0) h = mul(h, narrow(window_.to(dev), 0, 0, L));
+  if (window_.defined()) h = mul(h, narrow(window_, 0, 0, L));
   return drop_->forward(transpose(h, 0, 1));  // (channels, L)
 }
 

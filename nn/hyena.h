@@ -64,8 +64,9 @@ class HyenaFilter : public Module {
  private:
   HyenaConfig cfg_;
   int64_t channels_;
-  Tensor z_;       // (l_max, emb_dim) positional features, f32 (a constant)
-  Tensor window_;  // (l_max, channels) decay + shift, f32 (a constant)
+  // Constants, moved to the parameters' device by the first forward there.
+  mutable Tensor z_;       // (l_max, emb_dim) positional features, f32
+  mutable Tensor window_;  // (l_max, channels) decay + shift, f32; undefined unless modulate
   std::shared_ptr<Dropout> drop_;
 };
 

@@ -11,9 +11,8 @@ int64_t MambaConfig::rank() const { return dt_rank > 0 ? dt_rank : (d_model + 15
 
 void MambaConfig::validate() const {
   KEEL_CHECK(d_model > 0, "model.mamba: the width (n_embd) must be positive, got ", d_model);
-  KEEL_CHECK(d_state > 0, "model.mamba.d_state must be positive, got ", d_state);
-  KEEL_CHECK(d_state <= 256, "model.mamba.d_state ", d_state,
-             " is above the scan kernel's limit of 256");
+  KEEL_CHECK(d_state > 0 && d_state <= 256,
+             "model.mamba.d_state must be in [1, 256] (the scan kernel's limit), got ", d_state);
   KEEL_CHECK(d_conv > 0, "model.mamba.d_conv must be positive, got ", d_conv);
   KEEL_CHECK(expand > 0, "model.mamba.expand must be positive, got ", expand);
   const double e = expand * double(d_model);
@@ -21,8 +20,9 @@ void MambaConfig::validate() const {
              d_model, " is ", e, ", not a whole number of inner channels");
   KEEL_CHECK(dt_rank >= 0, "model.mamba.dt_rank must be >= 0 (0: ceil(n_embd / 16)), got ",
              dt_rank);
-  KEEL_CHECK(dt_min > 0 && dt_max >= dt_min, "model.mamba.dt_min and dt_max must satisfy 0 < ",
-             "dt_min <= dt_max, got ", dt_min, " and ", dt_max);
+  KEEL_CHECK(dt_min > 0 && dt_max >= dt_min,
+             "model.mamba.dt_max must be >= model.mamba.dt_min > 0, got dt_min ", dt_min,
+             " and dt_max ", dt_max);
   KEEL_CHECK(dt_init_floor >= 0, "model.mamba.dt_init_floor must be >= 0, got ", dt_init_floor);
 }
 

@@ -42,6 +42,16 @@ void check_lm_task(const config::Config& cfg, const char* family) {
   }
 }
 
+void check_data_parallel_only(const config::Config& cfg, const char* family) {
+  const std::string f = family;
+  const auto& p = cfg.parallel();
+  for (auto [v, name] :
+       {std::pair{p.tp(), "parallel.tp"}, {p.cp(), "parallel.cp"}, {p.ep(), "parallel.ep"}})
+    trainer::check(v == 1, name, "must be 1: the " + f + " family shards over dp only so far");
+  trainer::check(!p.sequence_parallel(), "parallel.sequence_parallel",
+                 "must be false: the " + f + " family has no tensor parallelism yet");
+}
+
 void add_lm_data(Recipe& r, const config::Config& cfg, const parallel::ParallelContext& ctx) {
   const int data_rank = ctx.data_rank(), data_world = ctx.data_world();
   if (cfg.data().has_synthetic()) {

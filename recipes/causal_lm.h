@@ -21,6 +21,10 @@ int64_t lm_vocab_size(const config::Config& cfg, int64_t configured, const char*
 // mqar reads data { synthetic { mqar {...} } } (whose sizes are checked).
 void check_lm_task(const config::Config& cfg, const char* family);
 
+// Refuses tp, cp, ep > 1 and sequence parallelism, naming the field: for
+// families that shard over dp only so far.
+void check_data_parallel_only(const config::Config& cfg, const char* family);
+
 // The recipe's data and has_val from the config's source.
 void add_lm_data(Recipe& r, const config::Config& cfg, const parallel::ParallelContext& ctx);
 

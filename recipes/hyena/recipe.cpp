@@ -52,30 +52,16 @@ void validate_config(const config::Config& cfg) {
   check(m.block_size() > 0, "model.hyena.block_size", "must be positive");
   check(m.n_layer() > 0, "model.hyena.n_layer", "must be positive");
   check(m.n_embd() > 0, "model.hyena.n_embd", "must be positive");
-  check(m.order() >= 2, "model.hyena.order", "must be >= 2 (one long convolution at least)");
-  check(m.emb_dim() >= 3 && m.emb_dim() % 2 == 1, "model.hyena.emb_dim",
-        "must be odd and >= 3 (t, then cos/sin pairs), got " + std::to_string(m.emb_dim()));
-  check(m.filter_order() > 0, "model.hyena.filter_order", "must be positive");
-  check(m.filter_inner_layers() >= 0, "model.hyena.filter_inner_layers", "must be >= 0");
-  check(m.short_filter_order() > 0, "model.hyena.short_filter_order", "must be positive");
-  check(m.fast_decay_pct() > 0, "model.hyena.fast_decay_pct", "must be positive");
-  check(m.slow_decay_pct() > 0, "model.hyena.slow_decay_pct", "must be positive");
-  check(m.decay_target() > 0 && m.decay_target() < 1, "model.hyena.decay_target",
-        "must be in (0, 1)");
-  check(m.filter_dropout() >= 0 && m.filter_dropout() < 1, "model.hyena.filter_dropout",
-        "must be in [0, 1)");
   check(m.dropout() >= 0 && m.dropout() < 1, "model.hyena.dropout", "must be in [0, 1)");
   check(m.init_std() > 0, "model.hyena.init_std", "must be positive");
+  // The operator's own fields (order, emb_dim, filters, decay), by the
+  // operator's checks.
+  section_config(cfg).operator_config().validate();
   check(cfg.data().seq_len() <= m.block_size(), "data.seq_len",
         "must be in [1, model.hyena.block_size] (" + std::to_string(m.block_size()) +
             "): the implicit filters span block_size positions");
   recipes::check_lm_task(cfg, "hyena");
-  const auto& p = cfg.parallel();
-  for (auto [v, name] :
-       {std::pair{p.tp(), "parallel.tp"}, {p.cp(), "parallel.cp"}, {p.ep(), "parallel.ep"}})
-    check(v == 1, name, "must be 1: the hyena family shards over dp only so far");
-  check(!p.sequence_parallel(), "parallel.sequence_parallel",
-        "must be false: the hyena family has no tensor parallelism yet");
+  recipes::check_data_parallel_only(cfg, "hyena");
 }
 
 HyenaLMConfig hyena_config(const config::Config& cfg) {

@@ -1,7 +1,5 @@
 #include "recipes/mamba/recipe.h"
 
-#include <cmath>
-
 #include "recipes/causal_lm.h"
 
 namespace keel::mamba {
@@ -9,40 +7,14 @@ namespace keel::mamba {
 using trainer::check;
 using trainer::require;
 
-void validate_config(const config::Config& cfg) {
-  const auto& m = cfg.model().mamba();
-  require(m.has_n_layer(), "model.mamba.n_layer");
-  require(m.has_n_embd(), "model.mamba.n_embd");
-  check(m.vocab_size() >= 0, "model.mamba.vocab_size", "must be >= 0 (0: from the data)");
-  check(m.padded_vocab_size() >= 0, "model.mamba.padded_vocab_size",
-        "must be >= 0 (0: the vocabulary rounded up to a multiple of 128)");
-  check(m.n_layer() > 0, "model.mamba.n_layer", "must be positive");
-  check(m.n_embd() > 0, "model.mamba.n_embd", "must be positive");
-  check(m.d_state() > 0 && m.d_state() <= 256, "model.mamba.d_state",
-        "must be in [1, 256] (the scan kernel's limit), got " + std::to_string(m.d_state()));
-  check(m.d_conv() > 0, "model.mamba.d_conv", "must be positive");
-  const double inner = m.expand() * double(m.n_embd());
-  check(m.expand() > 0 && std::fabs(inner - std::round(inner)) < 1e-9, "model.mamba.expand",
-        "must be positive and make expand * n_embd (" + std::to_string(inner) +
-            ") a whole number of channels");
-  check(m.dt_rank() >= 0, "model.mamba.dt_rank", "must be >= 0 (0: ceil(n_embd / 16))");
-  check(m.dt_min() > 0 && m.dt_max() >= m.dt_min(), "model.mamba.dt_max",
-        "must be >= model.mamba.dt_min > 0");
-  check(m.dt_init_floor() >= 0, "model.mamba.dt_init_floor", "must be >= 0");
-  check(m.init_std() > 0, "model.mamba.init_std", "must be positive");
-  recipes::check_lm_task(cfg, "mamba");
-  const auto& p = cfg.parallel();
-  for (auto [v, name] :
-       {std::pair{p.tp(), "parallel.tp"}, {p.cp(), "parallel.cp"}, {p.ep(), "parallel.ep"}})
-    check(v == 1, name, "must be 1: the mamba family shards over dp only so far");
-  check(!p.sequence_parallel(), "parallel.sequence_parallel",
-        "must be false: the mamba family has no tensor parallelism yet");
-}
+namespace {
 
-MambaLMConfig mamba_config(const config::Config& cfg) {
+// The model section without the data's vocabulary: what validate_config
+// checks through the mixer's own validation.
+MambaLMConfig section_config(const config::Config& cfg) {
   const auto& m = cfg.model().mamba();
   MambaLMConfig c;
-  c.vocab_size = recipes::lm_vocab_size(cfg, m.vocab_size(), "model.mamba.vocab_size");
+  c.vocab_size = m.vocab_size();
   c.padded_vocab_size = m.padded_vocab_size();
   c.n_layer = m.n_layer();
   c.n_embd = m.n_embd();
@@ -58,6 +30,31 @@ MambaLMConfig mamba_config(const config::Config& cfg) {
   x.dt_init_floor = m.dt_init_floor();
   x.bias = m.bias();
   x.conv_bias = m.conv_bias();
+  return c;
+}
+
+}  // namespace
+
+void validate_config(const config::Config& cfg) {
+  const auto& m = cfg.model().mamba();
+  require(m.has_n_layer(), "model.mamba.n_layer");
+  require(m.has_n_embd(), "model.mamba.n_embd");
+  check(m.vocab_size() >= 0, "model.mamba.vocab_size", "must be >= 0 (0: from the data)");
+  check(m.padded_vocab_size() >= 0, "model.mamba.padded_vocab_size",
+        "must be >= 0 (0: the vocabulary rounded up to a multiple of 128)");
+  check(m.n_layer() > 0, "model.mamba.n_layer", "must be positive");
+  check(m.n_embd() > 0, "model.mamba.n_embd", "must be positive");
+  check(m.init_std() > 0, "model.mamba.init_std", "must be positive");
+  // The mixer's own fields (d_state, d_conv, expand, dt_*), by the mixer's checks.
+  section_config(cfg).mixer_config().validate();
+  recipes::check_lm_task(cfg, "mamba");
+  recipes::check_data_parallel_only(cfg, "mamba");
+}
+
+MambaLMConfig mamba_config(const config::Config& cfg) {
+  MambaLMConfig c = section_config(cfg);
+  c.vocab_size =
+      recipes::lm_vocab_size(cfg, cfg.model().mamba().vocab_size(), "model.mamba.vocab_size");
   return c;
 }
 

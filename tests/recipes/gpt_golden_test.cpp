@@ -25,8 +25,6 @@ using testing::all_close;
 using testing::Dataset;
 using testing::Doubles;
 using testing::expect_tensor_close;
-using testing::GoldenFile;
-using testing::load_init;
 using testing::max_abs;
 using testing::max_abs_diff;
 using testing::run_adamw_trajectory;
@@ -91,50 +89,20 @@ double expect_gpt_tensor_close(const std::string& what, const std::string& name,
   return max_abs_diff(got, expected.values);
 }
 
-class GptGoldenTest : public ::testing::Test {
+class GptGoldenTest : public testing::GoldenRecipeTest<GPT> {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(std::filesystem::exists(kGoldenPath))
-        << "golden file " << kGoldenPath << " is missing; regenerate it with " << kRegenerate;
-    file_ = std::make_unique<GoldenFile>(kGoldenPath);
-    ASSERT_TRUE(file_->ok()) << "cannot open " << kGoldenPath;
-    const GoldenFile& f = *file_;
-
-    // Built as every model is, through the family registry from a config.
-    std::string text = "model { gpt { dropout: 0 bias: true";
-    for (const char* field :
-         {"vocab_size", "padded_vocab_size", "block_size", "n_layer", "n_head", "n_embd"})
-      text += std::string(" ") + field + ": " + std::to_string(f.int_attr(field));
-    text +=
-        " } }\ndata { shards { train_files: 'unused.bin' } batch_size: 1 seq_len: 1 }\n"
-        "train { steps: 1 seed: 1 }\n";  // weights replaced from /init below
-    recipe_ = recipes::make_recipe(trainer::parse_config(text, "golden config"), ctx_);
-    model_ = std::dynamic_pointer_cast<GPT>(recipe_.module);
-    ASSERT_TRUE(model_) << "the gpt recipe did not build a gpt::GPT";
+    open(kGoldenPath, kRegenerate, "gpt", "dropout: 0 bias: true",
+         {"vocab_size", "padded_vocab_size", "block_size", "n_layer", "n_head", "n_embd"});
+    if (HasFatalFailure()) return;
     cfg_ = model_->config();
     ASSERT_EQ(cfg_.vocab_size, 96);
     ASSERT_EQ(cfg_.padded_vocab(), 128);
-
-    // /init holds exactly keel's parameters, by name and shape.
-    load_init(f, *model_);
-    ASSERT_FALSE(::testing::Test::HasFailure());
-    ids_ = f.ids("/batch/ids");
-    targets_ = f.ids("/batch/targets");
   }
 
   Dataset ref(const std::string& name) const { return file_->floats(name); }
 
-  std::unique_ptr<GoldenFile> file_;
-  // The loss the trainer would call: the recipe's, on a batch of named tensors.
-  Tensor loss() const {
-    return recipe_.loss(trainer::Batch{{{"inputs", ids_}, {"targets", targets_}}}).loss;
-  }
-
-  parallel::ParallelContext ctx_;
-  recipes::Recipe recipe_;
   GptConfig cfg_;
-  std::shared_ptr<GPT> model_;
-  Tensor ids_, targets_;
 };
 
 TEST_F(GptGoldenTest, DecayedParametersAreTheLinearWeights) {

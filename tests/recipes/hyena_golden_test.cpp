@@ -24,7 +24,6 @@ namespace keel::hyena {
 namespace {
 
 using testing::Doubles;
-using testing::GoldenFile;
 
 const char* const kGoldenPath = KEEL_SOURCE_DIR "/tests/golden/hyena_tiny.h5";
 const char* const kRegenerate = "/usr/bin/python3 scripts/reference/hyena_golden.py";
@@ -44,46 +43,17 @@ constexpr double kLossesAtol = 1e-5;
 // sqrt(v) amplifies rounding in entries with small gradients.
 constexpr double kFinalRtol = 1e-5, kFinalAtol = 1e-5;
 
-class HyenaGoldenTest : public ::testing::Test {
+class HyenaGoldenTest : public testing::GoldenRecipeTest<HyenaLM> {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(std::filesystem::exists(kGoldenPath))
-        << "golden file " << kGoldenPath << " is missing; regenerate it with " << kRegenerate;
-    file_ = std::make_unique<GoldenFile>(kGoldenPath);
-    ASSERT_TRUE(file_->ok()) << "cannot open " << kGoldenPath;
-    const GoldenFile& f = *file_;
-    // Built through the family registry from a config, as every model is.
-    std::string text = "model { hyena { dropout: 0 bias: true modulate: true";
-    for (const char* field :
+    open(kGoldenPath, kRegenerate, "hyena", "dropout: 0 bias: true modulate: true",
          {"vocab_size", "padded_vocab_size", "block_size", "n_layer", "n_embd", "order",
-          "filter_order", "emb_dim", "short_filter_order", "filter_inner_layers"})
-      text += std::string(" ") + field + ": " + std::to_string(f.int_attr(field));
-    for (const char* field :
-         {"fast_decay_pct", "slow_decay_pct", "decay_target", "modulation_shift"})
-      text += std::string(" ") + field + ": " + std::to_string(f.float_attr(field));
-    text +=
-        " } }\ndata { shards { train_files: 'unused.bin' } batch_size: 1 seq_len: 1 }\n"
-        "train { steps: 1 seed: 1 }\n";  // weights replaced from /init below
-    recipe_ = recipes::make_recipe(trainer::parse_config(text, "golden config"), ctx_);
-    model_ = std::dynamic_pointer_cast<HyenaLM>(recipe_.module);
-    ASSERT_TRUE(model_) << "the hyena recipe did not build a hyena::HyenaLM";
+          "filter_order", "emb_dim", "short_filter_order", "filter_inner_layers"},
+         {"fast_decay_pct", "slow_decay_pct", "decay_target", "modulation_shift"});
+    if (HasFatalFailure()) return;
     ASSERT_EQ(model_->config().op.order, 3);
-    testing::load_init(f, *model_);
-    ASSERT_FALSE(::testing::Test::HasFailure());
-    ids_ = f.ids("/batch/ids");
-    targets_ = f.ids("/batch/targets");
     ASSERT_LT(ids_.size(1), model_->config().block_size);
   }
-
-  Tensor loss() const {
-    return recipe_.loss(trainer::Batch{{{"inputs", ids_}, {"targets", targets_}}}).loss;
-  }
-
-  std::unique_ptr<GoldenFile> file_;
-  parallel::ParallelContext ctx_;
-  recipes::Recipe recipe_;
-  std::shared_ptr<HyenaLM> model_;
-  Tensor ids_, targets_;
 };
 
 TEST_F(HyenaGoldenTest, DecayedParametersAreTheProjectionAndMlpWeights) {

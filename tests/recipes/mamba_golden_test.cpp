@@ -25,7 +25,6 @@ namespace {
 
 using testing::all_close;
 using testing::Doubles;
-using testing::GoldenFile;
 using testing::max_abs_diff;
 using testing::to_doubles;
 
@@ -46,41 +45,13 @@ constexpr double kLossesAtol = 1e-5;
 // sqrt(v) amplifies rounding in entries with small gradients.
 constexpr double kFinalRtol = 1e-5, kFinalAtol = 1e-5;
 
-class MambaGoldenTest : public ::testing::Test {
+class MambaGoldenTest : public testing::GoldenRecipeTest<MambaLM> {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(std::filesystem::exists(kGoldenPath))
-        << "golden file " << kGoldenPath << " is missing; regenerate it with " << kRegenerate;
-    file_ = std::make_unique<GoldenFile>(kGoldenPath);
-    ASSERT_TRUE(file_->ok()) << "cannot open " << kGoldenPath;
-    const GoldenFile& f = *file_;
-    // Built through the family registry from a config, as every model is.
-    std::string text = "model { mamba {";
-    for (const char* field :
-         {"vocab_size", "padded_vocab_size", "n_layer", "n_embd", "d_state", "d_conv", "dt_rank"})
-      text += std::string(" ") + field + ": " + std::to_string(f.int_attr(field));
-    text += " expand: " + std::to_string(f.float_attr("expand"));
-    text +=
-        " } }\ndata { shards { train_files: 'unused.bin' } batch_size: 1 seq_len: 1 }\n"
-        "train { steps: 1 seed: 1 }\n";  // weights replaced from /init below
-    recipe_ = recipes::make_recipe(trainer::parse_config(text, "golden config"), ctx_);
-    model_ = std::dynamic_pointer_cast<MambaLM>(recipe_.module);
-    ASSERT_TRUE(model_) << "the mamba recipe did not build a mamba::MambaLM";
-    testing::load_init(f, *model_);
-    ASSERT_FALSE(::testing::Test::HasFailure());
-    ids_ = f.ids("/batch/ids");
-    targets_ = f.ids("/batch/targets");
+    open(kGoldenPath, kRegenerate, "mamba", "",
+         {"vocab_size", "padded_vocab_size", "n_layer", "n_embd", "d_state", "d_conv", "dt_rank"},
+         {"expand"});
   }
-
-  Tensor loss() const {
-    return recipe_.loss(trainer::Batch{{{"inputs", ids_}, {"targets", targets_}}}).loss;
-  }
-
-  std::unique_ptr<GoldenFile> file_;
-  parallel::ParallelContext ctx_;
-  recipes::Recipe recipe_;
-  std::shared_ptr<MambaLM> model_;
-  Tensor ids_, targets_;
 };
 
 TEST_F(MambaGoldenTest, DecayedParametersAreTheProjectionWeights) {

@@ -123,6 +123,19 @@ double expect_tensor_close(const std::string& what, const std::string& name, con
   return max_abs_diff(got, expected.values);
 }
 
+std::string golden_config_text(const GoldenFile& f, const std::string& section,
+                               const std::string& extra, const std::vector<const char*>& ints,
+                               const std::vector<const char*>& floats) {
+  std::string text = "model { " + section + " { " + extra;
+  for (const char* field : ints)
+    text += std::string(" ") + field + ": " + std::to_string(f.int_attr(field));
+  for (const char* field : floats)
+    text += std::string(" ") + field + ": " + std::to_string(f.float_attr(field));
+  return text +
+         " } }\ndata { shards { train_files: 'unused.bin' } batch_size: 1 seq_len: 1 }\n"
+         "train { steps: 1 seed: 1 }\n";
+}
+
 Trajectory run_adamw_trajectory(const GoldenFile& f, nn::Module& module,
                                 const std::function<Tensor()>& loss) {
   trainer::AdamWConfig oc;

@@ -6,12 +6,14 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "nn/module.h"
+#include "recipes/recipe.h"
 #include "tests/testing/gradcheck.h"
 
 namespace keel::testing {
@@ -83,5 +85,47 @@ void expect_golden_step(const GoldenFile& f, nn::Module& module,
                         const GoldenTolerances& tol);
 void expect_golden_trajectory(const GoldenFile& f, nn::Module& module,
                               const std::function<Tensor()>& loss, const GoldenTolerances& tol);
+
+// The config a golden file describes: model { <section> { <extra> <name>:
+// <attribute> ... } } with the named integer and float attributes, and
+// placeholder data and train sections (the weights come from /init).
+std::string golden_config_text(const GoldenFile& f, const std::string& section,
+                               const std::string& extra, const std::vector<const char*>& ints,
+                               const std::vector<const char*>& floats);
+
+// A family's golden test: SetUp calls open(), which builds the model as
+// every model is built, through the family registry from the file's config,
+// checks it is an LM, replaces its parameters by /init and reads the batch.
+template <typename LM>
+class GoldenRecipeTest : public ::testing::Test {
+ protected:
+  void open(const std::string& path, const std::string& regenerate, const std::string& section,
+            const std::string& extra, const std::vector<const char*>& ints,
+            const std::vector<const char*>& floats = {}) {
+    ASSERT_TRUE(std::filesystem::exists(path))
+        << "golden file " << path << " is missing; regenerate it with " << regenerate;
+    file_ = std::make_unique<GoldenFile>(path);
+    ASSERT_TRUE(file_->ok()) << "cannot open " << path;
+    const std::string text = golden_config_text(*file_, section, extra, ints, floats);
+    recipe_ = recipes::make_recipe(trainer::parse_config(text, "golden config"), ctx_);
+    model_ = std::dynamic_pointer_cast<LM>(recipe_.module);
+    ASSERT_TRUE(model_) << "the " << section << " recipe did not build the expected model";
+    load_init(*file_, *model_);
+    ASSERT_FALSE(::testing::Test::HasFailure());
+    ids_ = file_->ids("/batch/ids");
+    targets_ = file_->ids("/batch/targets");
+  }
+
+  // The loss the trainer would call: the recipe's, on a batch of named tensors.
+  Tensor loss() const {
+    return recipe_.loss(trainer::Batch{{{"inputs", ids_}, {"targets", targets_}}}).loss;
+  }
+
+  std::unique_ptr<GoldenFile> file_;
+  parallel::ParallelContext ctx_;
+  recipes::Recipe recipe_;
+  std::shared_ptr<LM> model_;
+  Tensor ids_, targets_;
+};
 
 }  // namespace keel::testing

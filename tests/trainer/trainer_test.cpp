@@ -60,6 +60,14 @@ class TrainerTest : public ::testing::Test {
     return res;
   }
 
+  // The config with `sets` applied is refused by validation with a message
+  // naming `field` (and containing `why`).
+  void expect_refused(const std::vector<std::string>& sets, const char* field,
+                      const char* why = "") const {
+    config::Config c = trainer::parse_config(config_text(), "t", sets);
+    EXPECT_KEEL_ERROR(recipes::validate_config(c), field, why);
+  }
+
   std::unique_ptr<testing::TempDir> tmp_;
   fs::path dir_;
   // The family section of the config: a tiny GPT unless a test says otherwise.
@@ -303,11 +311,6 @@ TEST_F(TrainerTest, MambaLossFalls) {
 
 TEST_F(TrainerTest, MambaFieldsAreRefusedByName) {
   model_section_ = kMambaSection;
-  auto expect_refused = [&](const std::vector<std::string>& sets, const char* field,
-                            const char* why) {
-    config::Config c = trainer::parse_config(config_text(), "t", sets);
-    EXPECT_KEEL_ERROR(recipes::validate_config(c), field, why);
-  };
   expect_refused({"model.mamba.d_state=0"}, "model.mamba.d_state", "[1, 256]");
   expect_refused({"model.mamba.d_state=-3"}, "model.mamba.d_state", "[1, 256]");
   expect_refused({"model.mamba.expand=1.03"}, "model.mamba.expand", "whole number");
@@ -321,11 +324,6 @@ TEST_F(TrainerTest, MambaFieldsAreRefusedByName) {
 
 TEST_F(TrainerTest, HyenaFieldsAreRefusedByName) {
   model_section_ = kHyenaSection;
-  auto expect_refused = [&](const std::vector<std::string>& sets, const char* field,
-                            const char* why) {
-    config::Config c = trainer::parse_config(config_text(), "t", sets);
-    EXPECT_KEEL_ERROR(recipes::validate_config(c), field, why);
-  };
   expect_refused({"model.hyena.order=1"}, "model.hyena.order", ">= 2");
   expect_refused({"model.hyena.emb_dim=4"}, "model.hyena.emb_dim", "odd");
   expect_refused({"model.hyena.emb_dim=1"}, "model.hyena.emb_dim", ">= 3");
@@ -401,10 +399,6 @@ TEST(Config, OverridesAreCheckedByField) {
 }
 
 TEST_F(TrainerTest, MissingAndBadFieldsAreRefusedByName) {
-  auto expect_refused = [&](const std::vector<std::string>& sets, const char* field) {
-    config::Config c = trainer::parse_config(config_text(), "t", sets);
-    EXPECT_KEEL_ERROR(recipes::validate_config(c), field);
-  };
   expect_refused({"optim.lr=-1"}, "optim.lr");
   expect_refused({"optim.beta2=1.5"}, "optim.beta2");
   expect_refused({"schedule.decay=step"}, "schedule.decay");
