@@ -5,6 +5,7 @@
 //   keel eval CHECKPOINT|DIR [--batches N] [--set field=value]...
 //   keel generate CHECKPOINT|DIR --prompt TEXT [--tokens N] [--temperature T] [--top-k K] [--seed
 //   S] keel inspect CHECKPOINT
+//   keel mqar --grid GRID --out DIR [--set field=value]...
 //
 // Under mpirun, `train` builds the process grid from parallel.* (the world
 // size must equal dp*cp*ep*tp) into a ParallelContext, the family's recipe
@@ -14,6 +15,7 @@
 #include <mpi.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "parallel/context.h"
+#include "recipes/mqar/grid.h"
 #include "recipes/recipe.h"
 #include "trainer/checkpoint.h"
 #include "trainer/shard.h"
@@ -46,6 +49,10 @@ commands:
             sample text from a checkpoint
   inspect   CHECKPOINT
             list a checkpoint's tensors, shapes and metadata
+  mqar      --grid GRID --out DIR [--set field=value]...
+            Zoology's MQAR grid: families x widths x (seq_len, kv pairs), each over a
+            learning-rate sweep with early stopping; writes DIR/table.md and
+            DIR/results.jsonl (cells spread over mpirun's ranks; a rerun resumes)
 )";
 
 // Options: --name value pairs (repeatable) and positional arguments.
@@ -231,6 +238,24 @@ int cmd_inspect(const Args& a) {
   return 0;
 }
 
+int cmd_mqar(const Args& a) {
+  KEEL_CHECK(a.positional.empty(), "mqar: unexpected argument '",
+             a.positional.empty() ? "" : a.positional[0], "' (give --grid FILE --out DIR)");
+  const std::string grid_path = a.get("grid"), out = a.get("out");
+  KEEL_CHECK(!grid_path.empty(), "mqar: --grid FILE is required");
+  KEEL_CHECK(!out.empty(), "mqar: --out DIR is required");
+  config::MqarGrid grid = recipes::mqar::load_grid(grid_path);
+  for (const std::string& s : a.all("set")) grid.add_set(s);  // after the grid's own
+  auto world = parallel::mpi_world();
+  const auto results = recipes::mqar::run_grid(
+      grid, std::filesystem::path(grid_path).parent_path().string(), out, *world, std::cout);
+  if (world->rank() == 0)
+    std::cout << "\nbest validation accuracy per cell (" << out << "/table.md, "
+              << out << "/results.jsonl; plot: scripts/mqar_plot.py " << out << "):\n\n"
+              << recipes::mqar::results_table(grid, results);
+  return 0;
+}
+
 int run(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << kUsage;
@@ -246,6 +271,7 @@ int run(int argc, char** argv) {
         parse_args(argc, argv, 2, {"prompt", "tokens", "temperature", "top-k", "seed"}));
   if (cmd == "eval") return cmd_eval(parse_args(argc, argv, 2, {"batches", "set"}));
   if (cmd == "inspect") return cmd_inspect(parse_args(argc, argv, 2, {}));
+  if (cmd == "mqar") return cmd_mqar(parse_args(argc, argv, 2, {"grid", "out", "set"}));
   std::cerr << "keel: unknown command '" << cmd << "'\n" << kUsage;
   return 2;
 }

@@ -5,12 +5,6 @@
 
 namespace keel::recipes {
 
-namespace {
-
-bool is_mqar(const config::Config& cfg) { return cfg.task().kind_case() == config::Task::kMqar; }
-
-}  // namespace
-
 int64_t lm_vocab_size(const config::Config& cfg, int64_t configured, const char* field) {
   const bool synthetic = cfg.data().has_synthetic();
   if (configured <= 0)
@@ -67,17 +61,12 @@ void add_lm_data(Recipe& r, const config::Config& cfg, const parallel::ParallelC
   r.has_val = [cfg] { return trainer::has_val_shards(cfg); };
 }
 
-trainer::LossOutput lm_loss(const config::Config& cfg, const Tensor& logits,
-                            const Tensor& targets) {
-  KEEL_CHECK(logits.dim() == 3 && targets.dim() == 2 && logits.size(0) == targets.size(0) &&
-                 logits.size(1) == targets.size(1),
-             "lm loss: logits ", logits.describe(), " do not match targets ", targets.describe());
-  const int64_t V = logits.size(2);
-  Tensor flat = reshape(logits, {-1, V});  // (B T, V)
-  trainer::LossOutput out{cross_entropy(flat, reshape(targets, {-1})), {}};
-  if (!is_mqar(cfg)) return out;
-  // Accuracy over the query positions: their rows' argmax against the target.
-  NoGradGuard no_grad;
+trainer::LossOutput query_loss(const Tensor& hidden, const Tensor& targets, const HeadFn& head) {
+  KEEL_CHECK(hidden.dim() == 3 && targets.dim() == 2 && hidden.size(0) == targets.size(0) &&
+                 hidden.size(1) == targets.size(1),
+             "query loss: hidden states ", hidden.describe(), " do not match targets ",
+             targets.describe());
+  // The rows with a target, found on the host (the targets are a few KB).
   const std::vector<int64_t> t = targets.to(Device::cpu()).to(DType::I64).to_vector<int64_t>();
   std::vector<int64_t> rows, want;
   for (size_t i = 0; i < t.size(); ++i)
@@ -85,15 +74,20 @@ trainer::LossOutput lm_loss(const config::Config& cfg, const Tensor& logits,
       rows.push_back(int64_t(i));
       want.push_back(t[i]);
     }
-  if (rows.empty()) return out;
-  Tensor idx = from_vector<int64_t>(rows, {int64_t(rows.size())}).to(logits.device());
-  const std::vector<int64_t> got = max(index_select(flat.detach(), 0, idx), 1)
-                                       .second.to(Device::cpu())
-                                       .to(DType::I64)
-                                       .to_vector<int64_t>();
+  KEEL_CHECK(!rows.empty(), "query loss: the batch ", targets.describe(),
+             " has no position with a target");
+  const int64_t R = int64_t(rows.size());
+  Tensor idx = from_vector<int64_t>(rows, {R}).to(hidden.device());
+  Tensor h = index_select(reshape(hidden, {-1, hidden.size(2)}), 0, idx);  // (R, C)
+  Tensor logits = head(h);                                                 // (R, V)
+  Tensor target = from_vector<int64_t>(want, {R}).to(targets.device()).to(targets.dtype());
+  trainer::LossOutput out{cross_entropy(logits, target), {}};
+  NoGradGuard no_grad;
+  const std::vector<int64_t> got =
+      max(logits.detach(), 1).second.to(Device::cpu()).to(DType::I64).to_vector<int64_t>();
   int64_t right = 0;
   for (size_t i = 0; i < got.size(); ++i) right += got[i] == want[i];
-  out.metrics.emplace_back("accuracy", double(right) / double(rows.size()));
+  out.metrics.emplace_back("accuracy", double(right) / double(R));
   return out;
 }
 

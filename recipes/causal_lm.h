@@ -5,6 +5,7 @@
 // sampler.
 #pragma once
 
+#include <functional>
 #include <memory>
 
 #include "recipes/recipe.h"
@@ -28,23 +29,31 @@ void check_data_parallel_only(const config::Config& cfg, const char* family);
 // The recipe's data and has_val from the config's source.
 void add_lm_data(Recipe& r, const config::Config& cfg, const parallel::ParallelContext& ctx);
 
-// The mean cross-entropy of logits (B, T, V) against targets (B, T) over
-// the positions not ignored (-100), and for mqar the accuracy there
-// (argmax == target) as the metric "accuracy".
-trainer::LossOutput lm_loss(const config::Config& cfg, const Tensor& logits, const Tensor& targets);
+// The output head of a family: hidden rows (R, C) -> logits (R, V), each
+// row alone (its final norm, if any, and the projection).
+using HeadFn = std::function<Tensor(const Tensor&)>;
+
+// The mqar objective: the mean cross-entropy over the positions with a
+// target (not -100), and their accuracy (argmax == target) as the metric
+// "accuracy". The head scores only those rows (index_select of `hidden`
+// (B, T, C)), num_kv_pairs of every seq_len: the full logits' loss and
+// gradients at a fraction of the head's cost, which at Zoology's vocabulary
+// of 8192 is most of a small model's step.
+trainer::LossOutput query_loss(const Tensor& hidden, const Tensor& targets, const HeadFn& head);
 
 // A recipe around `model` without a sampler: LM has loss(ids, targets)
-// (the causal_lm objective, the family's own, e.g. vocabulary-parallel) and
-// forward(ids) -> logits (B, T, V) over the real vocabulary (for mqar, whose
-// loss also scores the accuracy).
+// (the causal_lm objective, the family's own, e.g. vocabulary-parallel),
+// and hidden(ids) -> (B, T, C) and head(h) with head(hidden(ids)) ==
+// forward(ids), the logits over the real vocabulary (for mqar).
 template <typename LM>
 Recipe causal_lm_recipe(std::shared_ptr<LM> model, const config::Config& cfg,
                         const parallel::ParallelContext& ctx) {
   Recipe r;
   r.module = model;
   if (cfg.task().kind_case() == config::Task::kMqar)
-    r.loss = [model, cfg](const trainer::Batch& b) {
-      return lm_loss(cfg, model->forward(b.at("inputs")), b.at("targets"));
+    r.loss = [model](const trainer::Batch& b) {
+      return query_loss(model->hidden(b.at("inputs")), b.at("targets"),
+                        [&](const Tensor& h) { return model->head(h); });
     };
   else
     r.loss = [model](const trainer::Batch& b) {

@@ -12,6 +12,7 @@ PACKAGES=(
   libopenblas-openmp-dev              # BLAS sharing keel's OpenMP thread pool
   libicu-dev                          # Unicode categories for the GPT-2 pre-tokeniser
   bible-kjv                           # the quickstart's training text
+  python3-matplotlib                  # scripts/mqar_plot.py (the MQAR grid's figure)
 )
 
 missing=()

@@ -123,23 +123,37 @@ void apply_override(config::Config& cfg, const std::string& assignment) {
   }
 }
 
-config::Config parse_config(const std::string& text, const std::string& source,
-                            const std::vector<std::string>& overrides) {
-  config::Config cfg;
+namespace {
+void parse_text(const std::string& text, const std::string& source, pb::Message& msg) {
   pb::TextFormat::Parser parser;
   Collector errors(source);
   parser.RecordErrorsTo(&errors);
-  KEEL_CHECK(parser.ParseFromString(text, &cfg), "config ", errors.first());
+  KEEL_CHECK(parser.ParseFromString(text, &msg), "config ", errors.first());
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  KEEL_CHECK(in.good(), "config file '", path, "' cannot be opened");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+}  // namespace
+
+config::Config parse_config(const std::string& text, const std::string& source,
+                            const std::vector<std::string>& overrides) {
+  config::Config cfg;
+  parse_text(text, source, cfg);
   for (const std::string& o : overrides) apply_override(cfg, o);
   return cfg;
 }
 
 config::Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  std::ifstream in(path);
-  KEEL_CHECK(in.good(), "config file '", path, "' cannot be opened");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_config(ss.str(), path, overrides);
+  return parse_config(read_text(path), path, overrides);
+}
+
+void load_text_file(const std::string& path, pb::Message& msg) {
+  parse_text(read_text(path), path, msg);
 }
 
 namespace {
@@ -214,6 +228,10 @@ void validate_config(const config::Config& c) {
   check(t.min_loss_scale() > 0 && t.min_loss_scale() <= t.initial_loss_scale(),
         "train.min_loss_scale", "must be in (0, train.initial_loss_scale]");
   check(t.loss_scale_window() >= 1, "train.loss_scale_window", "must be >= 1");
+  check(t.has_stop_metric() == t.has_stop_at(), t.has_stop_metric() ? "train.stop_at" : "train.stop_metric",
+        "must be set with the other (train.stop_metric names the metric, train.stop_at the value)");
+  check(!t.has_stop_metric() || t.eval_every() > 0, "train.stop_metric",
+        "needs train.eval_every > 0 (the run stops at a validation)");
   check(d.batch_size() % t.grad_accum() == 0, "data.batch_size",
         "must be divisible by train.grad_accum");
 

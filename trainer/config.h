@@ -14,6 +14,9 @@ namespace keel::trainer {
 config::Config parse_config(const std::string& text, const std::string& source,
                             const std::vector<std::string>& overrides = {});
 config::Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// Any message of this schema (an MQAR grid, a cell's result) from a text
+// format file; a parse error names the file, line and column.
+void load_text_file(const std::string& path, google::protobuf::Message& msg);
 // Applies one "dotted.field=value" override; repeated fields take a comma list.
 // A field of the old flat layout (model.n_head, data.train_files) is refused
 // with where it lives now.

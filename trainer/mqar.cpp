@@ -86,7 +86,7 @@ MqarExample mqar_example(const MqarSpec& s, uint64_t stream, uint64_t index) {
     ex.targets[size_t(pos)] = values[size_t(j)];
   }
   for (int64_t& t : ex.inputs)
-    if (t < 0) t = r.below(V);  // random tokens between the queries
+    if (t < 0) t = s.random_non_queries ? r.below(V) : 0;  // between the queries
   return ex;
 }
 
@@ -98,6 +98,7 @@ MqarSpec mqar_spec(const config::Config& cfg) {
   s.num_kv_pairs = m.num_kv_pairs();
   s.power_a = m.power_a();
   s.seed = m.seed();
+  s.random_non_queries = m.random_non_queries();
   return s;
 }
 

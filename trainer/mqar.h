@@ -10,6 +10,7 @@
 //                      weights proportional to g^(power_a - 1), g = 1, 2, ...
 //                      (so short distances are the likeliest); every other
 //                      position holds a uniformly random token of [0, V)
+//                      (or, without random_non_queries, token 0)
 //   target at 2P + 2 g_j = v_j (the next token after the queried key), and
 //   ignore_index (-100) everywhere else.
 //
@@ -33,6 +34,7 @@ struct MqarSpec {
   int64_t num_kv_pairs = 8;
   double power_a = 0.01;
   uint64_t seed = 0;
+  bool random_non_queries = true;  // false: token 0 between the queries
 
   // keel::Error naming the field (as data.synthetic.mqar.<field> or
   // data.seq_len) when the pairs do not fit: 4 P <= T (the context and as

@@ -42,15 +42,6 @@ int local_rank_from_env() {
   return 0;
 }
 
-// How many ranks the launcher put on this node (0: unknown).
-int local_size_from_env() {
-  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "LOCAL_WORLD_SIZE"}) {
-    const char* v = std::getenv(var);
-    if (v && *v) return std::max(0, std::atoi(v));
-  }
-  return 0;
-}
-
 // The ranks whose losses differ (they see other tokens); tp ranks agree.
 parallel::Communicator& loss_group(parallel::ParallelContext& ctx) {
   return ctx.host({Axis::DP, Axis::CP, Axis::EP});
@@ -71,6 +62,20 @@ void add_metrics(Metrics& sum, const Metrics& m) {
     else
       it->second += v;
   }
+}
+
+// Whether the validation metrics reach train.stop_at in train.stop_metric;
+// a metric the loss does not report is a keel::Error naming those it does.
+bool reached_stop(const config::Train& tc, const Metrics& metrics) {
+  if (!tc.has_stop_metric()) return false;
+  std::string known;
+  for (const auto& [name, v] : metrics) {
+    if (name == tc.stop_metric()) return v >= tc.stop_at();
+    known += (known.empty() ? "" : ", ") + name;
+  }
+  KEEL_FAIL("config: train.stop_metric '", tc.stop_metric(),
+            "' is not a validation metric of this loss (it reports: ",
+            known.empty() ? "none" : known, ")");
 }
 
 // One micro-batch's forward at the compute precision; the loss must be f32.
@@ -168,6 +173,14 @@ void check_layout(const config::Config& cfg, parallel::ParallelContext& ctx) {
 }
 
 }  // namespace
+
+int local_size_from_env() {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "LOCAL_WORLD_SIZE"}) {
+    const char* v = std::getenv(var);
+    if (v && *v) return std::max(0, std::atoi(v));
+  }
+  return 0;
+}
 
 Device training_device(const std::string& name) {
   if (name == "cpu") return Device::cpu();
@@ -369,9 +382,18 @@ TrainResult train(const config::Config& cfg, const Workload& work, parallel::Par
       result.val_losses.emplace_back(done, val.loss);
       if (!val.metrics.empty()) result.val_metrics.emplace_back(done, val.metrics);
       log.val(done, val.loss, val.metrics);
+      result.stopped_early = reached_stop(tc, val.metrics);
     }
     const int64_t every = cfg.checkpoint().every();
-    if ((every > 0 && done % every == 0) || done == end) save(done);
+    if (cfg.checkpoint().save() &&
+        ((every > 0 && done % every == 0) || done == end || result.stopped_early))
+      save(done);
+    if (result.stopped_early) {
+      log.out() << "stopped at step " << done << ": val " << tc.stop_metric() << " reached "
+                << tc.stop_at() << "\n";
+      ++step;
+      break;
+    }
   }
   result.end_step = step;
   return result;

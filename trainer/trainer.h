@@ -44,6 +44,7 @@ struct TrainResult {
   std::vector<std::pair<int64_t, Metrics>> val_metrics;  // (step, the loss's metrics), if any
   std::string last_checkpoint;                           // path, or empty
   int64_t skipped_steps = 0;  // fp16 steps dropped for overflowing gradients
+  bool stopped_early = false;  // train.stop_metric reached train.stop_at at end_step
 };
 
 // Collective over ctx's world: every rank calls it with the same config and
@@ -71,6 +72,10 @@ EvalResult evaluate_with_metrics(const config::Config& cfg, const Workload& work
 // LOCAL_RANK; 0 when none is set). A GPU asked for in a build without CUDA,
 // on a machine without one, or past the last visible one is a keel::Error.
 Device training_device(const std::string& name);
+
+// How many ranks the launcher put on this node (Open MPI, Slurm, MPICH or
+// torchrun style environment), 0 when it does not say.
+int local_size_from_env();
 
 // The compute dtype train.precision names: F32, BF16 or F16.
 DType compute_dtype(const config::Config& cfg);

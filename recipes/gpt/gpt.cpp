@@ -91,7 +91,7 @@ GPT::GPT(const GptConfig& cfg, uint64_t seed, const nn::DropoutStreams& rng,
   }
 }
 
-Tensor GPT::hidden(const Tensor& ids) const {
+Tensor GPT::local_hidden(const Tensor& ids) const {
   KEEL_CHECK(ids.dim() == 2, "GPT: expected token ids (B, T), got ", ids.describe());
   const int64_t T = ids.size(1);
   KEEL_CHECK(T <= cfg_.block_size, "GPT: sequence length ", T, " exceeds model.gpt.block_size ",
@@ -123,7 +123,7 @@ Tensor GPT::hidden(const Tensor& ids) const {
 }
 
 Tensor GPT::local_logits(const Tensor& ids) const {
-  Tensor h = hidden(ids);  // (B, T, C) the same on every tp rank; (B, T / tp, C) sequence parallel
+  Tensor h = local_hidden(ids);  // (B, T, C) on every tp rank; (B, T / tp, C) sequence parallel
   // Each rank scores its vocabulary rows for the whole sequence: dh comes
   // back summed over tp (all-reduced, or reduce-scattered to the slices).
   if (cfg_.sequence_parallel)
@@ -138,6 +138,20 @@ Tensor GPT::forward(const Tensor& ids) const {
   Tensor logits = local_logits(ids);                                            // (B, T, Vp / tp)
   if (tp_->size() > 1) logits = parallel::gather_from_region(logits, 2, *tp_);  // (B, T, Vp)
   return narrow(logits, 2, 0, cfg_.vocab_size);                                 // (B, T, V)
+}
+
+Tensor GPT::hidden(const Tensor& ids) const {
+  Tensor h = local_hidden(ids);
+  return cfg_.sequence_parallel ? parallel::gather_from_sequence_region(h, 1, *tp_) : h;
+}
+
+Tensor GPT::head(const Tensor& h) const {
+  // As local_logits: every rank scores its vocabulary rows of every row.
+  Tensor x = tp_->size() > 1 ? parallel::copy_to_region(h, *tp_) : h;
+  Tensor logits = linear(x, autocast(wte->weight));  // (..., Vp / tp)
+  const int64_t last = logits.dim() - 1;
+  if (tp_->size() > 1) logits = parallel::gather_from_region(logits, last, *tp_);  // (..., Vp)
+  return narrow(logits, last, 0, cfg_.vocab_size);                               // (..., V)
 }
 
 Tensor GPT::loss(const Tensor& ids, const Tensor& targets) const {

@@ -61,6 +61,12 @@ class GPT : public nn::Module {
   Tensor forward(const Tensor& ids) const;
   // Mean next-token cross-entropy of ids (B, T) against targets (B, T).
   Tensor loss(const Tensor& ids, const Tensor& targets) const;
+  // For losses that score a few positions (recipes::query_loss):
+  // hidden(ids) (B, T, C) after ln_f, whole on every tp rank (gathered
+  // under sequence parallelism), and head(h) (..., C) -> (..., V), also
+  // whole; head(hidden(ids)) == forward(ids).
+  Tensor hidden(const Tensor& ids) const;
+  Tensor head(const Tensor& h) const;
   const GptConfig& config() const { return cfg_; }
 
   std::shared_ptr<nn::VocabParallelEmbedding> wte;  // (Vp / tp, C), tied to the head
@@ -70,7 +76,7 @@ class GPT : public nn::Module {
   std::shared_ptr<nn::LayerNorm> ln_f;
 
  private:
-  Tensor hidden(const Tensor& ids) const;        // (B, T, C) after ln_f
+  Tensor local_hidden(const Tensor& ids) const;  // (B, T, C) after ln_f; (B, T / tp, C) under sp
   Tensor local_logits(const Tensor& ids) const;  // (B, T, Vp / tp): this rank's vocabulary
   GptConfig cfg_;
   std::unique_ptr<parallel::ParallelContext> own_ctx_;  // a world of one, without `ctx`

@@ -73,7 +73,7 @@ HyenaLM::HyenaLM(const HyenaLMConfig& cfg, uint64_t seed, const nn::DropoutStrea
   ln_f = register_module("ln_f", std::make_shared<nn::LayerNorm>(cfg_.n_embd, cfg_.bias));
 }
 
-Tensor HyenaLM::forward(const Tensor& ids) const {
+Tensor HyenaLM::hidden(const Tensor& ids) const {
   KEEL_CHECK(ids.dim() == 2, "HyenaLM: expected token ids (B, T), got ", ids.describe());
   KEEL_CHECK(ids.size(1) <= cfg_.block_size, "HyenaLM: sequence length ", ids.size(1),
              " exceeds model.hyena.block_size ", cfg_.block_size);
@@ -88,10 +88,16 @@ Tensor HyenaLM::forward(const Tensor& ids) const {
       x = block->forward(x);
     }
   }
-  // Tied output embedding, in the compute dtype under autocast.
-  Tensor logits = linear(ln_f->forward(x), autocast(wte->weight));  // (B, T, Vp)
-  return narrow(logits, 2, 0, cfg_.vocab_size);                     // (B, T, V)
+  return ln_f->forward(x);
 }
+
+Tensor HyenaLM::head(const Tensor& h) const {
+  // Tied output embedding, in the compute dtype under autocast.
+  Tensor logits = linear(h, autocast(wte->weight));                // (..., Vp)
+  return narrow(logits, logits.dim() - 1, 0, cfg_.vocab_size);      // (..., V)
+}
+
+Tensor HyenaLM::forward(const Tensor& ids) const { return head(hidden(ids)); }
 
 Tensor HyenaLM::loss(const Tensor& ids, const Tensor& targets) const {
   KEEL_CHECK(targets.sizes() == ids.sizes(), "HyenaLM: targets ", targets.describe(),

@@ -53,6 +53,10 @@ class HyenaLM : public nn::Module {
   Tensor forward(const Tensor& ids) const;
   // Mean next-token cross-entropy of ids (B, T) against targets (B, T).
   Tensor loss(const Tensor& ids, const Tensor& targets) const;
+  // forward(ids) == head(hidden(ids)): hidden (B, T, C) after ln_f, and the
+  // tied head on any rows (..., C) -> (..., V) (recipes::query_loss).
+  Tensor hidden(const Tensor& ids) const;
+  Tensor head(const Tensor& h) const;
   const HyenaLMConfig& config() const { return cfg_; }
 
   std::shared_ptr<nn::Embedding> wte;  // (Vp, C), tied to the head

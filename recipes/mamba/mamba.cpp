@@ -53,7 +53,9 @@ Tensor MambaLM::head(const Tensor& h) const {
   return narrow(logits, logits.dim() - 1, 0, cfg_.vocab_size);        // (..., V)
 }
 
-Tensor MambaLM::forward(const Tensor& ids) const {
+Tensor MambaLM::forward(const Tensor& ids) const { return head(hidden(ids)); }
+
+Tensor MambaLM::hidden(const Tensor& ids) const {
   KEEL_CHECK(ids.dim() == 2, "MambaLM: expected token ids (B, T), got ", ids.describe());
   Tensor x = wte->forward(ids);  // (B, T, C)
   for (const auto& block : *blocks) {
@@ -66,7 +68,7 @@ Tensor MambaLM::forward(const Tensor& ids) const {
       x = block->forward(x);
     }
   }
-  return head(x);
+  return x;
 }
 
 Tensor MambaLM::loss(const Tensor& ids, const Tensor& targets) const {

@@ -46,6 +46,11 @@ class MambaLM : public nn::Module {
   Tensor forward(const Tensor& ids) const;
   // Mean next-token cross-entropy of ids (B, T) against targets (B, T).
   Tensor loss(const Tensor& ids, const Tensor& targets) const;
+  // forward(ids) == head(hidden(ids)): hidden (B, T, C) out of the last
+  // block, and the head (norm_f, then the tied projection) on any rows
+  // (..., C) -> (..., V) (recipes::query_loss).
+  Tensor hidden(const Tensor& ids) const;
+  Tensor head(const Tensor& h) const;
   // Recurrent inference: one token per sequence, ids (B) -> logits (B, V),
   // advancing `states` (one per layer; empty: started from zeros).
   Tensor step(const Tensor& ids, std::vector<nn::MambaState>& states) const;
@@ -60,7 +65,6 @@ class MambaLM : public nn::Module {
   std::shared_ptr<nn::RMSNorm> norm_f;
 
  private:
-  Tensor head(const Tensor& h) const;  // (..., C) -> (..., V)
   MambaLMConfig cfg_;
 };
 

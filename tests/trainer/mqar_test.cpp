@@ -9,10 +9,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <set>
 
 #include "recipes/causal_lm.h"
+#include "recipes/gpt/gpt.h"
+#include "recipes/hyena/hyena.h"
+#include "recipes/mamba/mamba.h"
 #include "tests/testing/gradcheck.h"
 #include "tests/testing/temp_dir.h"
 #include "trainer/trainer.h"
@@ -63,6 +67,25 @@ TEST(Mqar, ExamplesHaveZoologysStructure) {
       EXPECT_TRUE(asked.insert(x).second) << "key " << x << " asked twice";
     }
     EXPECT_EQ(asked.size(), 6u) << "every key is asked once";
+  }
+}
+
+TEST(Mqar, WithoutRandomNonQueriesTheGapsHoldTokenZero) {
+  // Zoology's figure-2 setting: pairs, queries, and token 0 (never a key)
+  // everywhere else; the pairs and queries are the random setting's own.
+  MqarSpec s = spec(64, 48, 6);
+  s.random_non_queries = false;
+  for (uint64_t i = 0; i < 50; ++i) {
+    SCOPED_TRACE(i);
+    const MqarExample ex = mqar_example(s, 0, i), noisy = mqar_example(spec(64, 48, 6), 0, i);
+    EXPECT_EQ(ex.targets, noisy.targets);
+    for (size_t t = 0; t < 48; ++t) {
+      const bool pair = t < 12, query = ex.targets[t] != kMqarIgnore;
+      if (pair || query)
+        EXPECT_EQ(ex.inputs[t], noisy.inputs[t]) << t;
+      else
+        EXPECT_EQ(ex.inputs[t], 0) << t;
+    }
   }
 }
 
@@ -180,12 +203,110 @@ TEST(Mqar, TheLossCountsOnlyTheQueryPositions) {
     }
   }
   ASSERT_EQ(queries, t.size(0) * 4);
+  // The logits stand in for the hidden states, under an identity head.
   const Tensor l = from_vector<float>(logits, {t.size(0), t.size(1), 64});
-  const LossOutput out = recipes::lm_loss(cfg, l, t);
+  const LossOutput out = recipes::query_loss(l, t, [](const Tensor& h) { return h; });
   // Each query row: 5 on the target, 0 on the 63 others.
   EXPECT_NEAR(out.loss.item(), std::log(std::exp(5.0) + 63.0) - 5.0, 1e-5);
   ASSERT_EQ(out.metrics.size(), 1u);
   EXPECT_EQ(out.metrics[0].second, 1.0);
+}
+
+TEST(Mqar, TheQueryLossIsTheFullLogitsLossForEveryFamily) {
+  // The head scores only the query rows; loss and every gradient are the
+  // full logits' cross-entropy (which ignores the other rows).
+  testing::TempDir tmp("mqar");
+  for (const std::string model :
+       {"gpt { vocab_size: 64 block_size: 32 n_layer: 1 n_head: 2 n_embd: 16 mlp: false }",
+        "hyena { vocab_size: 64 block_size: 32 n_layer: 1 n_embd: 16 filter_order: 8 }",
+        "mamba { vocab_size: 64 n_layer: 1 n_embd: 16 d_state: 4 }"}) {
+    SCOPED_TRACE(model);
+    const config::Config cfg = parse_config(mqar_config(tmp.path().string(), model, 1), "t");
+    parallel::ParallelContext ctx;
+    recipes::Recipe r = recipes::make_recipe(cfg, ctx);
+    Batch b = r.data(Split::Train)->next();
+    const LossOutput q = r.loss(b);
+    q.loss.backward();
+    std::vector<std::vector<float>> grads;
+    for (const auto& [name, p] : r.module->named_parameters())
+      grads.push_back(p.grad().to_vector<float>());
+    r.module->zero_grad();
+    // The full logits through the module's forward, by the serial loss.
+    Tensor full;
+    if (auto* g = dynamic_cast<gpt::GPT*>(r.module.get())) full = g->forward(b.at("inputs"));
+    if (auto* h = dynamic_cast<hyena::HyenaLM*>(r.module.get())) full = h->forward(b.at("inputs"));
+    if (auto* m = dynamic_cast<mamba::MambaLM*>(r.module.get())) full = m->forward(b.at("inputs"));
+    ASSERT_TRUE(full.defined());
+    Tensor ref = cross_entropy(reshape(full, {-1, 64}), reshape(b.at("targets"), {-1}));
+    ref.backward();
+    EXPECT_NEAR(q.loss.item(), ref.item(), 1e-6 * std::abs(ref.item()));
+    size_t i = 0;
+    for (const auto& [name, p] : r.module->named_parameters()) {
+      SCOPED_TRACE(name);
+      const std::vector<float> want = p.grad().to_vector<float>();
+      ASSERT_EQ(want.size(), grads[i].size());
+      double scale = 0;
+      for (float w : want) scale = std::max(scale, double(std::abs(w)));
+      for (size_t j = 0; j < want.size(); ++j)
+        ASSERT_NEAR(grads[i][j], want[j], 1e-5 * scale + 1e-9) << "element " << j;  // fp32 sums
+      ++i;
+    }
+  }
+}
+
+TEST(Mqar, TrainingStopsEarlyAtTheTargetAccuracy) {
+  // stop_at 0 is reached at the first validation: the run ends there, with
+  // no checkpoint when checkpoint.save is false.
+  testing::TempDir tmp("mqar");
+  config::Config cfg = parse_config(
+      mqar_config(tmp.path().string(), "mamba { n_layer: 1 n_embd: 16 d_state: 4 }", 50), "t");
+  cfg.mutable_train()->set_eval_every(5);
+  cfg.mutable_train()->set_eval_batches(1);
+  cfg.mutable_train()->set_stop_metric("accuracy");
+  cfg.mutable_train()->set_stop_at(0.0);
+  cfg.mutable_checkpoint()->set_save(false);
+  parallel::ParallelContext ctx;
+  recipes::Recipe r = recipes::make_recipe(cfg, ctx);
+  std::ostringstream log;
+  TrainOptions opt;
+  opt.out = &log;
+  const TrainResult res = train(cfg, r, ctx, opt);
+  EXPECT_TRUE(res.stopped_early);
+  EXPECT_EQ(res.end_step, 5);
+  EXPECT_EQ(res.losses.size(), 5u);
+  EXPECT_NE(log.str().find("stopped at step 5: val accuracy reached 0"), std::string::npos)
+      << log.str();
+  EXPECT_TRUE(res.last_checkpoint.empty());
+  EXPECT_FALSE(std::filesystem::exists(tmp.file("ckpt")));
+
+  // Unreachable: every step runs.
+  cfg.mutable_train()->set_stop_at(1.5);
+  cfg.mutable_train()->set_steps(10);
+  recipes::Recipe r2 = recipes::make_recipe(cfg, ctx);
+  const TrainResult all = train(cfg, r2, ctx, opt);
+  EXPECT_FALSE(all.stopped_early);
+  EXPECT_EQ(all.end_step, 10);
+}
+
+TEST(Mqar, EarlyStoppingFieldsAreChecked) {
+  testing::TempDir tmp("mqar");
+  const std::string text =
+      mqar_config(tmp.path().string(), "mamba { n_layer: 1 n_embd: 16 d_state: 4 }", 10);
+  config::Config cfg = parse_config(text, "t");
+  cfg.mutable_train()->set_stop_metric("accuracy");
+  EXPECT_KEEL_ERROR(validate_config(cfg), "train.stop_at", "train.stop_metric");
+  cfg.mutable_train()->set_stop_at(0.9);
+  cfg.mutable_train()->set_eval_every(0);
+  EXPECT_KEEL_ERROR(validate_config(cfg), "train.stop_metric", "eval_every > 0");
+  // A metric the loss does not report, named with those it does.
+  cfg.mutable_train()->set_eval_every(5);
+  cfg.mutable_train()->set_stop_metric("perplexity");
+  parallel::ParallelContext ctx;
+  recipes::Recipe r = recipes::make_recipe(cfg, ctx);
+  std::ostringstream log;
+  TrainOptions opt;
+  opt.out = &log;
+  EXPECT_KEEL_ERROR(train(cfg, r, ctx, opt), "train.stop_metric 'perplexity'", "accuracy");
 }
 
 }  // namespace
